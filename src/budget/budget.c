@@ -1,0 +1,621 @@
+/*
+ * budget.c - resident-page accounting, the reclaim list and eviction.
+ *
+ * How reclaim chooses
+ * -------------------
+ * A user-space pager cannot see the hardware accessed bits, so it cannot run
+ * the kernel's active/inactive LRU.  What it does see are faults: the first
+ * touch or page-in of a page, and the first write to a page that was loaded
+ * clean (it is installed write-protected, so that write faults once more).
+ * The reclaim list is therefore a FIFO of pages in the order they became
+ * resident, scanned like CLOCK: a page whose referenced bit is set (by that
+ * write fault) gets a second chance at the tail, any other page is evicted.
+ * bench/lru_sim.c measures this against exact LRU and Belady's optimum on the
+ * same traces; docs/lru.md has the numbers and why it is good enough.
+ *
+ * The list holds 32-bit page indices in a growable ring under one mutex,
+ * held only to push or pop (never across a page lock wait, I/O or sealing).
+ * A page is in the list at most once (M_PF_INLIST); entries for pages that
+ * left RESIDENT some other way (uncommit, dealloc) are dropped when popped.
+ *
+ * How a page is evicted without losing a write (invariant 1)
+ * ----------------------------------------------------------
+ *   1. under the page lock: mark it EVICTING (this thread now owns it); then
+ *      write-protect the writable ones (UFFDIO_WRITEPROTECT, one ioctl per
+ *      run of consecutive pages);
+ *   2. without locks: seal each page into a record (version + 1), after the
+ *      write protection, and write the batch to the store (one submission);
+ *   3. zap the pages (MADV_DONTNEED, one call per run), then under each page
+ *      lock mark it EVICTED with the new version and slot, and wake any
+ *      writer that faulted on the write protection meanwhile: it retries,
+ *      takes a missing fault and waits for the page-in, so its write lands on
+ *      the sealed contents.
+ * A write that lands before the protection is in the sealed copy; one after
+ * it waits.  If the store refuses the write, the page goes back to RESIDENT,
+ * dirty, unprotected, and nothing is lost.  Clean pages (a valid sealed copy,
+ * no write since) skip step 2.
+ */
+#include "budget/budget.h"
+
+#include "common/engine.h"
+#include "common/log.h"
+#include "common/uffd_compat.h"
+#include "region/region.h"
+#include "seal/seal.h"
+#include "store/store.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------
+ * The reclaim list
+ * ---------------------------------------------------------------------- */
+
+static struct {
+    pthread_mutex_t lock; /* guards ring, cap, head, count */
+    uint32_t *ring;
+    size_t cap, head, count;
+} rlist = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static bool rlist_push(uint32_t index)
+{
+    pthread_mutex_lock(&rlist.lock);
+    if (rlist.count == rlist.cap) {
+        size_t ncap = rlist.cap ? rlist.cap * 2 : 4096;
+        uint32_t *n = mmap(NULL, ncap * sizeof *n, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (n == MAP_FAILED) {
+            pthread_mutex_unlock(&rlist.lock);
+            return false;
+        }
+        for (size_t i = 0; i < rlist.count; i++)
+            n[i] = rlist.ring[(rlist.head + i) % rlist.cap];
+        if (rlist.ring)
+            munmap(rlist.ring, rlist.cap * sizeof *rlist.ring);
+        rlist.ring = n;
+        rlist.cap = ncap;
+        rlist.head = 0;
+    }
+    rlist.ring[(rlist.head + rlist.count) % rlist.cap] = index;
+    rlist.count++;
+    pthread_mutex_unlock(&rlist.lock);
+    return true;
+}
+
+static size_t rlist_pop(uint32_t *out, size_t max)
+{
+    pthread_mutex_lock(&rlist.lock);
+    size_t n = 0;
+    while (n < max && rlist.count) {
+        out[n++] = rlist.ring[rlist.head];
+        rlist.head = (rlist.head + 1) % rlist.cap;
+        rlist.count--;
+    }
+    pthread_mutex_unlock(&rlist.lock);
+    return n;
+}
+
+static size_t rlist_length(void)
+{
+    pthread_mutex_lock(&rlist.lock);
+    size_t n = rlist.count;
+    pthread_mutex_unlock(&rlist.lock);
+    return n;
+}
+
+uint32_t m_reclaim_track(size_t index, uint32_t flags)
+{
+    if (flags & M_PF_INLIST)
+        return flags;
+    if (!rlist_push((uint32_t)index)) {
+        m_error("reclaim", "cannot grow the reclaim list; page %#lx stays unreclaimable",
+                (unsigned long)m_engine_addr(index));
+        return flags;
+    }
+    return flags | M_PF_INLIST;
+}
+
+/* ------------------------------------------------------------------------
+ * Per-thread I/O contexts
+ * ---------------------------------------------------------------------- */
+
+static pthread_mutex_t ioctx_lock = PTHREAD_MUTEX_INITIALIZER; /* guards ioctx_all */
+struct ioctx_node {
+    struct m_io_ctx ctx;
+    struct ioctx_node *next;
+    uint64_t generation;
+};
+static struct ioctx_node *ioctx_all;
+static _Atomic uint64_t ioctx_generation = 1;
+#define IO_STRIDE M_IO_STRIDE
+static __thread struct ioctx_node *ioctx_mine;
+
+static void ioctx_free(struct ioctx_node *n)
+{
+    m_store_queue_free(n->ctx.queue);
+    if (n->ctx.plain)
+        munmap(n->ctx.plain, (n->ctx.nrecords + 1) * IO_STRIDE + M_PAGE_SIZE);
+    free(n);
+}
+
+struct m_io_ctx *m_io_ctx_get(void)
+{
+    uint64_t gen = atomic_load(&ioctx_generation);
+    if (ioctx_mine && ioctx_mine->generation == gen)
+        return &ioctx_mine->ctx;
+    ioctx_mine = NULL;
+    struct ioctx_node *n = calloc(1, sizeof *n);
+    if (!n)
+        return NULL;
+    n->ctx.nrecords = m_engine.batch_pages;
+    size_t nbytes = (n->ctx.nrecords + 1) * IO_STRIDE + M_PAGE_SIZE;
+    void *mem = mmap(NULL, nbytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) {
+        free(n);
+        return NULL;
+    }
+    madvise(mem, nbytes, MADV_DONTDUMP); /* plaintext passes through here */
+    n->ctx.plain = mem;
+    n->ctx.records = (uint8_t *)mem + M_PAGE_SIZE;
+    int err = m_store_queue_new(m_engine.store, (unsigned)n->ctx.nrecords + 1, &n->ctx.queue);
+    if (err) {
+        m_error("store", "cannot create an I/O queue: %s", strerror(err));
+        munmap(mem, nbytes);
+        free(n);
+        return NULL;
+    }
+    n->ctx.records = (uint8_t *)mem + M_PAGE_SIZE;
+    n->generation = gen;
+    pthread_mutex_lock(&ioctx_lock);
+    n->next = ioctx_all;
+    ioctx_all = n;
+    pthread_mutex_unlock(&ioctx_lock);
+    ioctx_mine = n;
+    return &n->ctx;
+}
+
+void m_io_ctx_release_all(void)
+{
+    atomic_fetch_add(&ioctx_generation, 1);
+    pthread_mutex_lock(&ioctx_lock);
+    struct ioctx_node *n = ioctx_all;
+    ioctx_all = NULL;
+    pthread_mutex_unlock(&ioctx_lock);
+    while (n) {
+        struct ioctx_node *next = n->next;
+        ioctx_free(n);
+        n = next;
+    }
+    ioctx_mine = NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Userfaultfd helpers used by eviction
+ * ---------------------------------------------------------------------- */
+
+static int uffd_wp(uintptr_t addr, size_t nbytes, bool protect)
+{
+    struct uffdio_writeprotect wp = {
+        .range = {.start = addr, .len = nbytes},
+        .mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+    };
+    if (ioctl(m_engine.uffd, UFFDIO_WRITEPROTECT, &wp) != 0)
+        return errno;
+    return 0;
+}
+
+static void uffd_wake(uintptr_t addr, size_t nbytes)
+{
+    struct uffdio_range r = {.start = addr, .len = nbytes};
+    ioctl(m_engine.uffd, UFFDIO_WAKE, &r);
+}
+
+/* ------------------------------------------------------------------------
+ * Eviction
+ * ---------------------------------------------------------------------- */
+
+static _Atomic unsigned evict_inflight; /* pages in EVICTING */
+
+/* One page chosen for eviction, from selection to its end. */
+struct victim {
+    uint64_t region_id; /* learned before the page was marked EVICTING */
+    uint32_t index;
+    uint32_t version; /* the new version, for dirty pages */
+    uint32_t slot;    /* page-table slot (store slot + 1) */
+    bool dirty;       /* must be sealed and written */
+    bool need_wp;     /* writable: write-protect before sealing */
+    bool written;     /* step 2 succeeded (or the page was clean) */
+    struct m_store_io io;
+};
+
+/* for_runs - call fn on each run of consecutive pages among v[0..n) (sorted
+ * by index) that satisfy pred.  Range operations (write-protect, zap) cost a
+ * TLB shootdown each; done per run instead of per page they cost one. */
+static void for_runs(struct victim *v, size_t n, bool (*pred)(const struct victim *),
+                     void (*fn)(uintptr_t addr, size_t nbytes))
+{
+    size_t i = 0;
+    while (i < n) {
+        if (!pred(&v[i])) {
+            i++;
+            continue;
+        }
+        size_t j = i + 1;
+        while (j < n && pred(&v[j]) && v[j].index == v[j - 1].index + 1)
+            j++;
+        fn(m_engine_addr(v[i].index), (j - i) * M_PAGE_SIZE);
+        i = j;
+    }
+}
+
+static bool victim_needs_wp(const struct victim *v)
+{
+    return v->need_wp;
+}
+static bool victim_zappable(const struct victim *v)
+{
+    return v->written;
+}
+static void run_wp(uintptr_t addr, size_t nbytes)
+{
+    int err = uffd_wp(addr, nbytes, true);
+    if (err)
+        m_error("reclaim", "cannot write-protect [%#lx, +%zu): %s", (unsigned long)addr, nbytes,
+                strerror(err));
+}
+static void run_zap(uintptr_t addr, size_t nbytes)
+{
+    madvise((void *)addr, nbytes, MADV_DONTNEED);
+}
+
+/* evict_select - step 1: pick up to `want` victims from the list head and
+ * mark them EVICTING.  Returns how many, sorted by page index. */
+static size_t evict_select(size_t want, struct victim *v)
+{
+    uint32_t cand[64];
+    size_t nv = 0;
+    size_t scan = rlist_length() + 64; /* one lap at most */
+    /* Held while victims are chosen and never after: once this thread owns
+     * EVICTING pages it must not wait for the table lock (dealloc holds it
+     * while it waits for those pages). */
+    m_region_read_lock();
+    while (nv < want && scan) {
+        size_t take = want - nv < 64 ? want - nv : 64;
+        size_t n = rlist_pop(cand, take);
+        if (!n)
+            break;
+        scan = scan > n ? scan - n : 0;
+        for (size_t i = 0; i < n; i++) {
+            size_t index = cand[i];
+            struct m_page *p = m_engine_page(index);
+            uint32_t f;
+            /* never wait for a page lock here: the thread reclaiming may be
+             * the one holding it (a fault charging for pages it locked) */
+            if (!m_page_trylock(p, &f)) {
+                rlist_push((uint32_t)index);
+                continue;
+            }
+            unsigned st = m_page_state(f);
+            if (st != M_PS_RESIDENT || (f & M_PF_PINNED)) {
+                m_page_unlock(p, f & ~M_PF_INLIST);
+                continue;
+            }
+            unsigned prot = m_page_prot(f);
+            if ((f & M_PF_REF) || !(prot & MOAT_PROT_READ)) {
+                /* second chance; unreadable pages wait for their
+                 * permissions to come back */
+                f &= ~M_PF_REF;
+                if (!rlist_push((uint32_t)index))
+                    f &= ~M_PF_INLIST;
+                m_page_unlock(p, f);
+                continue;
+            }
+            bool dirty = (f & M_PF_DIRTY) || p->slot == M_SLOT_NONE;
+            struct m_region_info r;
+            v[nv] = (struct victim){
+                .region_id = m_region_find_locked(m_engine_addr(index), &r) == 0 ? r.id : 0,
+                .index = (uint32_t)index,
+                .slot = p->slot,
+                .version = p->version + 1,
+                .dirty = dirty,
+                .need_wp = dirty && (prot & MOAT_PROT_WRITE) && !(f & M_PF_WP),
+                .written = !dirty,
+            };
+            if (v[nv].need_wp)
+                f |= M_PF_WP;
+            f = m_page_set_state(f & ~M_PF_INLIST, M_PS_EVICTING);
+            atomic_fetch_add(&evict_inflight, 1);
+            m_page_unlock(p, f);
+            nv++;
+        }
+    }
+    m_region_read_unlock();
+    /* insertion sort: batches are small and nearly sorted already */
+    for (size_t i = 1; i < nv; i++) {
+        struct victim x = v[i];
+        size_t j = i;
+        while (j > 0 && v[j - 1].index > x.index) {
+            v[j] = v[j - 1];
+            j--;
+        }
+        v[j] = x;
+    }
+    return nv;
+}
+
+/* evict_finish - step 3 for one page: it was zapped (written) or its write
+ * failed (it goes back to RESIDENT, dirty, unprotected). */
+static bool evict_finish(struct victim *v, int err)
+{
+    struct m_page *p = m_engine_page(v->index);
+    uintptr_t addr = m_engine_addr(v->index);
+    uint32_t f = m_page_lock(p);
+    bool waiter = f & M_PF_WAITER;
+    f &= ~M_PF_WAITER;
+    if (v->written) {
+        if (v->dirty) {
+            if (p->slot != M_SLOT_NONE && p->slot != v->slot)
+                m_store_slot_free(m_engine.store, m_slot_store(p->slot));
+            p->slot = v->slot;
+            p->version = v->version;
+        }
+        f = m_page_set_state(f & ~(M_PF_DIRTY | M_PF_WP | M_PF_REF), M_PS_EVICTED);
+        m_page_unlock(p, f);
+        m_budget_uncharge(1);
+        m_counter_add(&m_engine.c.evicted, 1);
+        if (v->dirty) {
+            m_counter_add(&m_engine.c.evictions_written, 1);
+            m_counter_add(&m_engine.c.store_bytes_written, M_STORE_RECORD);
+        } else {
+            m_counter_add(&m_engine.c.evictions_clean, 1);
+        }
+        if (waiter)
+            uffd_wake(addr, M_PAGE_SIZE);
+    } else {
+        if (v->slot != p->slot && v->slot != M_SLOT_NONE)
+            m_store_slot_free(m_engine.store, m_slot_store(v->slot));
+        if (f & M_PF_WP) {
+            uffd_wp(addr, M_PAGE_SIZE, false); /* also wakes blocked writers */
+            f &= ~M_PF_WP;
+        }
+        f = m_page_set_state(f | M_PF_DIRTY, M_PS_RESIDENT);
+        f = m_reclaim_track(v->index, f);
+        m_page_unlock(p, f);
+        (void)err;
+        m_counter_add(&m_engine.c.store_errors, 1);
+    }
+    atomic_fetch_sub(&evict_inflight, 1);
+    return v->written;
+}
+
+/* evict_report - log a failed eviction without flooding the log: a store
+ * that is full fails every write, and reclaim retries constantly.  The 1st,
+ * 2nd, 4th, 8th... failure in a row is logged, with the count. */
+static _Atomic uint64_t evict_failures_in_row;
+
+static void evict_report(size_t index, const char *what, int err)
+{
+    uint64_t n = atomic_fetch_add(&evict_failures_in_row, 1) + 1;
+    if (n & (n - 1))
+        return;
+    m_error("reclaim",
+            "%s page %#lx failed: %s; it stays resident (%llu failed evictions in a row)", what,
+            (unsigned long)m_engine_addr(index), strerror(err), (unsigned long long)n);
+}
+
+size_t m_reclaim_run(size_t want)
+{
+    if (!m_engine.store)
+        return 0;
+    struct m_io_ctx *io = m_io_ctx_get();
+    if (!io)
+        return 0;
+    if (want > io->nrecords)
+        want = io->nrecords;
+    if (!want)
+        want = 1;
+    uint64_t t0 = m_now_ns();
+    struct victim v[want];
+    struct m_store_io *iop[want];
+    size_t nv = evict_select(want, v);
+    /* step 1b: write-protect dirty writable pages, one ioctl per run */
+    for_runs(v, nv, victim_needs_wp, run_wp);
+    /* step 2: seal and write the dirty ones in one submission */
+    size_t nio = 0;
+    for (size_t i = 0; i < nv; i++) {
+        if (!v[i].dirty)
+            continue;
+        int err = 0;
+        if (v[i].slot == M_SLOT_NONE) {
+            uint64_t s;
+            err = m_store_slot_alloc(m_engine.store, &s);
+            if (!err)
+                v[i].slot = m_slot_page(s);
+        }
+        uint8_t *rec = io->records + nio * M_IO_STRIDE;
+        if (!err) {
+            uintptr_t addr = m_engine_addr(v[i].index);
+            struct m_seal_id id = {
+                .region_id = v[i].region_id, .page_index = v[i].index, .version = v[i].version};
+            err = m_seal_page((void *)addr, &id, rec);
+        }
+        if (err) {
+            evict_report(v[i].index, "sealing or placing", err);
+            continue;
+        }
+        v[i].io = (struct m_store_io){
+            .op = M_STORE_WRITE, .slot = m_slot_store(v[i].slot), .buf = rec, .user = &v[i]};
+        iop[nio++] = &v[i].io;
+    }
+    if (nio) {
+        int err = m_store_rw(io->queue, iop, nio);
+        for (size_t k = 0; k < nio; k++) {
+            struct victim *x = iop[k]->user;
+            int r = err ? err : iop[k]->result;
+            if (r) {
+                evict_report(x->index, "the store write of", r);
+            } else {
+                x->written = true;
+                atomic_store(&evict_failures_in_row, 0);
+            }
+        }
+    }
+    /* step 3: drop the frames, one madvise per run, then publish */
+    for_runs(v, nv, victim_zappable, run_zap);
+    size_t freed = 0;
+    for (size_t i = 0; i < nv; i++)
+        freed += evict_finish(&v[i], 0);
+    m_counter_add(&m_engine.c.reclaim_ns, m_now_ns() - t0);
+    return freed;
+}
+
+void m_reclaim_wait_idle(void)
+{
+    while (atomic_load(&evict_inflight))
+        usleep(100);
+}
+
+/* ------------------------------------------------------------------------
+ * The budget
+ * ---------------------------------------------------------------------- */
+
+static struct {
+    pthread_mutex_t lock; /* guards kicked, stop (with cond) */
+    pthread_cond_t cond;
+    bool kicked, stop, started;
+    pthread_t thread;
+} reclaimer = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static void reclaimer_kick(void)
+{
+    pthread_mutex_lock(&reclaimer.lock);
+    reclaimer.kicked = true;
+    pthread_cond_signal(&reclaimer.cond);
+    pthread_mutex_unlock(&reclaimer.lock);
+}
+
+static void *reclaimer_main(void *arg)
+{
+    (void)arg;
+    pthread_setname_np(pthread_self(), "moat-reclaim");
+    pthread_mutex_lock(&reclaimer.lock);
+    while (!reclaimer.stop) {
+        if (!reclaimer.kicked) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&reclaimer.cond, &reclaimer.lock, &ts);
+        }
+        reclaimer.kicked = false;
+        pthread_mutex_unlock(&reclaimer.lock);
+        if (atomic_load(&m_engine.c.resident) > m_engine.high_pages) {
+            while (!reclaimer.stop && atomic_load(&m_engine.c.resident) > m_engine.low_pages) {
+                size_t over = atomic_load(&m_engine.c.resident) - m_engine.low_pages;
+                if (m_reclaim_run(over < m_engine.batch_pages ? over : m_engine.batch_pages) == 0)
+                    break;
+            }
+        }
+        pthread_mutex_lock(&reclaimer.lock);
+    }
+    pthread_mutex_unlock(&reclaimer.lock);
+    return NULL;
+}
+
+int m_budget_init(void)
+{
+    if (!m_engine.budget_pages)
+        return 0;
+    reclaimer.stop = false;
+    reclaimer.kicked = false;
+    int err = pthread_create(&reclaimer.thread, NULL, reclaimer_main, NULL);
+    if (err)
+        return err;
+    reclaimer.started = true;
+    return 0;
+}
+
+void m_budget_shutdown(void)
+{
+    if (reclaimer.started) {
+        pthread_mutex_lock(&reclaimer.lock);
+        reclaimer.stop = true;
+        pthread_cond_signal(&reclaimer.cond);
+        pthread_mutex_unlock(&reclaimer.lock);
+        pthread_join(reclaimer.thread, NULL);
+        reclaimer.started = false;
+    }
+    m_reclaim_wait_idle();
+    pthread_mutex_lock(&rlist.lock);
+    if (rlist.ring)
+        munmap(rlist.ring, rlist.cap * sizeof *rlist.ring);
+    rlist.ring = NULL;
+    rlist.cap = rlist.head = rlist.count = 0;
+    pthread_mutex_unlock(&rlist.lock);
+}
+
+/* budget_charge - the charge loop.  `patient`: wait up to 3 s for reclaim
+ * to make progress (pages in flight, other threads), or only 100 ms when the
+ * store is refusing writes; impatient callers (a fault that would like a few
+ * pages more) try one reclaim round and give up. */
+static int budget_charge(size_t npages, bool patient)
+{
+    uint64_t budget = m_engine.budget_pages;
+    if (!budget) {
+        m_counter_level(&m_engine.c.resident, &m_engine.c.peak_resident, npages);
+        return 0;
+    }
+    uint64_t start = 0;
+    for (;;) {
+        uint64_t cur = atomic_load(&m_engine.c.resident);
+        if (cur + npages <= budget) {
+            if (!atomic_compare_exchange_weak(&m_engine.c.resident, &cur, cur + npages))
+                continue;
+            uint64_t v = cur + npages, p = atomic_load(&m_engine.c.peak_resident);
+            while (v > p && !atomic_compare_exchange_weak(&m_engine.c.peak_resident, &p, v))
+                ;
+            if (v > m_engine.high_pages)
+                reclaimer_kick();
+            return 0;
+        }
+        /* Full: reclaim from this thread rather than wait for the
+         * background reclaimer, so a fault never waits on another thread's
+         * schedule. */
+        reclaimer_kick();
+        m_counter_add(&m_engine.c.reclaim_sync, 1);
+        size_t want = npages > m_engine.batch_pages / 2 ? npages : m_engine.batch_pages / 2;
+        if (m_reclaim_run(want ? want : 1) > 0) {
+            start = 0;
+            continue;
+        }
+        if (!patient)
+            return ENOMEM;
+        if (!start)
+            start = m_now_ns();
+        uint64_t limit = atomic_load(&evict_failures_in_row) ? 100000000ULL : 3000000000ULL;
+        if (m_now_ns() - start > limit)
+            return ENOMEM;
+        usleep(atomic_load(&evict_inflight) ? 50 : 1000);
+    }
+}
+
+int m_budget_charge(size_t npages)
+{
+    return budget_charge(npages, true);
+}
+int m_budget_try_charge(size_t npages)
+{
+    return budget_charge(npages, false);
+}
+
+void m_budget_uncharge(size_t npages)
+{
+    m_counter_sub(&m_engine.c.resident, npages);
+}

@@ -1,0 +1,863 @@
+/*
+ * fault.c - userfaultfd handler threads and the SIGSEGV path.
+ *
+ * Where handler threads run and how they wait
+ * -------------------------------------------
+ * A fault round trip through a thread blocked in poll() on another CPU costs
+ * ~65 us on this kind of machine, against ~10 us when the handler already
+ * runs; the ioctls themselves are 1-2 us.  So each handler thread reads up to
+ * 32 messages per read() (a burst of faults from many threads costs one
+ * wake-up), spins briefly on a non-blocking read before it sleeps in poll(),
+ * and resolves pages without waking anyone twice (UFFDIO_COPY wakes the
+ * faulting threads itself).  Several threads share the one userfaultfd so a
+ * page-in that waits for the store does not stall faults on other pages.
+ *
+ * Messages are idempotent: a fault is re-derived from the page's current
+ * state, so a stale or duplicate message (the page was resolved meanwhile)
+ * only wakes the range.
+ *
+ * Fatal faults (an access to a RESERVE area that reaches us, an uncommitted
+ * page of a COMMIT_NOW area, a budget with nothing reclaimable, a sealed page
+ * that fails verification) log one line naming the page and the reason and
+ * send the faulting thread SIGBUS (or SIGSEGV) with si_addr set, through
+ * rt_tgsigqueueinfo: the thread wakes from the fault with the signal pending.
+ */
+#include "fault/fault.h"
+
+#include "budget/budget.h"
+#include "common/engine.h"
+#include "common/log.h"
+#include "common/uffd_compat.h"
+#include "region/region.h"
+#include "seal/seal.h"
+#include "store/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#define FAULT_MAX_THREADS 16
+#define FAULT_BATCH       32
+
+static struct {
+    int stop_fd;
+    unsigned nthreads;
+    pthread_t threads[FAULT_MAX_THREADS];
+    struct sigaction prev_segv;
+    bool segv_installed;
+} fs = {.stop_fd = -1};
+
+static _Alignas(4096) const uint8_t fault_zero_page[4096];
+
+/* ------------------------------------------------------------------------
+ * Opening and probing
+ * ---------------------------------------------------------------------- */
+
+static int uffd_create(void)
+{
+    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    if (fd >= 0)
+        return fd;
+    int err = errno;
+    int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+    if (dev >= 0) {
+        fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+        close(dev);
+        if (fd >= 0)
+            return fd;
+    }
+    /* Last resort: user-mode faults only.  A system call that touches an
+     * evicted page would then fail with EFAULT instead of waiting, so say it. */
+    fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | 1 /* UFFD_USER_MODE_ONLY */);
+    if (fd >= 0) {
+        m_warn("fault",
+               "userfaultfd is restricted to user-mode faults (vm.unprivileged_userfaultfd=0 "
+               "and no access to /dev/userfaultfd): system calls that read or write evicted "
+               "pages may fail with EFAULT; run as root or grant access to /dev/userfaultfd");
+        return fd;
+    }
+    errno = err;
+    return -1;
+}
+
+int m_fault_open(uintptr_t base, size_t size)
+{
+    int fd = uffd_create();
+    if (fd < 0) {
+        int err = errno;
+        m_error("fault",
+                "userfaultfd is not available (%s): moat needs Linux >= 5.7 with "
+                "CONFIG_USERFAULTFD, and permission (root, /dev/userfaultfd access, or "
+                "vm.unprivileged_userfaultfd=1)",
+                strerror(err));
+        return err == EPERM || err == EACCES ? EPERM : ENOSYS;
+    }
+    struct uffdio_api api = {.api = UFFD_API, .features = 0};
+    if (ioctl(fd, UFFDIO_API, &api) != 0) {
+        int err = errno;
+        close(fd);
+        m_error("fault", "UFFDIO_API handshake failed: %s", strerror(err));
+        return ENOSYS;
+    }
+    uint64_t have = api.features;
+    uint64_t need = UFFD_FEATURE_PAGEFAULT_FLAG_WP;
+    if ((have & need) != need) {
+        close(fd);
+        m_error("fault", "the kernel's userfaultfd lacks write-protect support "
+                         "(UFFD_FEATURE_PAGEFAULT_FLAG_WP, Linux >= 5.7): cannot evict "
+                         "pages safely");
+        return ENOSYS;
+    }
+    close(fd);
+    /* The API handshake can be done once per descriptor: open again with
+     * the features we use. */
+    fd = uffd_create();
+    if (fd < 0)
+        return ENOSYS;
+    api = (struct uffdio_api){.api = UFFD_API, .features = need | (have & UFFD_FEATURE_THREAD_ID)};
+    if (ioctl(fd, UFFDIO_API, &api) != 0) {
+        int err = errno;
+        close(fd);
+        m_error("fault", "UFFDIO_API with features %#llx failed: %s",
+                (unsigned long long)api.features, strerror(err));
+        return ENOSYS;
+    }
+    if (!(have & UFFD_FEATURE_THREAD_ID))
+        m_warn("fault", "UFFD_FEATURE_THREAD_ID is missing: fatal faults will signal the "
+                        "whole process instead of the faulting thread");
+    struct uffdio_register reg = {
+        .range = {.start = base, .len = size},
+        .mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP,
+    };
+    if (ioctl(fd, UFFDIO_REGISTER, &reg) != 0) {
+        int err = errno;
+        close(fd);
+        m_error("fault", "cannot register the range with userfaultfd (MISSING|WP): %s",
+                strerror(err));
+        return ENOSYS;
+    }
+    m_engine.uffd = fd;
+    m_engine.uffd_features = api.features;
+    m_debug("fault", "userfaultfd ready, kernel features %#llx", (unsigned long long)have);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Resolving
+ * ---------------------------------------------------------------------- */
+
+static void fault_wake(uintptr_t addr)
+{
+    struct uffdio_range r = {.start = addr & ~(M_PAGE_SIZE - 1), .len = M_PAGE_SIZE};
+    ioctl(m_engine.uffd, UFFDIO_WAKE, &r);
+}
+
+/* fault_signal - deliver a fatal signal to the faulting thread (tid 0: the
+ * process) with si_addr pointing at the page. */
+static void fault_signal(pid_t tid, uintptr_t addr, int sig, int code)
+{
+    m_counter_add(&m_engine.c.faults_fatal, 1);
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    si.si_signo = sig;
+    si.si_code = code;
+    si.si_addr = (void *)addr;
+    pid_t pid = getpid();
+    if (tid <= 0 || syscall(SYS_rt_tgsigqueueinfo, pid, tid, sig, &si) != 0)
+        kill(pid, sig);
+}
+
+/* uffd_copy - install one page; 0, EEXIST (a page is already there) or an
+ * errno. */
+static int uffd_copy(uintptr_t addr, const void *src, bool wp)
+{
+    struct uffdio_copy c = {
+        .dst = addr,
+        .src = (uintptr_t)src,
+        .len = M_PAGE_SIZE,
+        .mode = wp ? UFFDIO_COPY_MODE_WP : 0,
+    };
+    for (;;) {
+        if (ioctl(m_engine.uffd, UFFDIO_COPY, &c) == 0)
+            return 0;
+        if (errno == EAGAIN) /* the mm changed under us (e.g. mprotect): retry */
+            continue;
+        return errno;
+    }
+}
+
+int m_fault_copy_in(uintptr_t addr, const void *src)
+{
+    return uffd_copy(addr, src, false);
+}
+
+static void fault_budget_exhausted(pid_t tid, uintptr_t addr)
+{
+    m_fatal("fault",
+            "budget exhausted: page %#lx cannot be made resident: %llu of %llu budget pages "
+            "are resident and %llu are unreclaimable; raise the budget (MOAT_BUDGET) or "
+            "unpin memory",
+            (unsigned long)addr, (unsigned long long)atomic_load(&m_engine.c.resident),
+            (unsigned long long)m_engine.budget_pages,
+            (unsigned long long)atomic_load(&m_engine.c.unreclaimable));
+    fault_signal(tid, addr, SIGBUS, BUS_ADRERR);
+}
+
+/*
+ * Resolving more than one page per fault
+ * --------------------------------------
+ * A fault round trip costs 10-65 us; installing a page costs 1-2 us.  So
+ * when a fault looks sequential (the page before it is resident, or it is
+ * the first page of its area), the handler also installs the pages after it
+ * that are in the same state: up to fault_ahead (default 16) zero pages in
+ * one UFFDIO_COPY for first touches, as many sealed pages read in one store
+ * submission for page-ins.  fault_ahead = 1 restores Intel EMM's exact
+ * one-page commit per fault.  Pages installed ahead count as committed
+ * and resident like any other; pages loaded ahead are installed clean
+ * (write-protected) so reclaim can drop them for free if they go unused.
+ */
+#define FAULT_AHEAD M_FAULT_AHEAD_MAX /* the most; m_engine.fault_ahead is the setting */
+
+static _Alignas(4096) const uint8_t fault_zero_run[FAULT_AHEAD * 4096];
+
+/* fault_sequential - does a fault at index continue a sequential run? */
+static bool fault_sequential(size_t index, const struct m_region_info *r)
+{
+    if (!r || m_engine_addr(index) == r->start)
+        return true;
+    unsigned st = m_page_state(atomic_load(&m_engine_page(index - 1)->flags));
+    return st == M_PS_RESIDENT || st == M_PS_LOADING;
+}
+
+/* fault_ahead_limit - how many pages from index a batch may cover. */
+static size_t fault_ahead_limit(size_t index, const struct m_region_info *r, size_t want)
+{
+    if (!r)
+        return 1;
+    size_t left = (r->end - m_engine_addr(index)) >> M_PAGE_SHIFT;
+    return left < want ? left : want;
+}
+
+/* fault_zero_fill - UNTOUCHED -> RESIDENT for index and, if r is given,
+ * for the UNTOUCHED (or uncommitted, in a COMMIT_ON_DEMAND area) pages right
+ * after it.  0, ENOMEM, or EAGAIN (state changed: re-derive). */
+static int fault_zero_fill(size_t index, bool pin, const struct m_region_info *r)
+{
+    size_t limit =
+        (r && fault_sequential(index, r)) ? fault_ahead_limit(index, r, m_engine.fault_ahead) : 1;
+    bool commit_ahead = r && (r->flags & MOAT_COMMIT_ON_DEMAND) && !r->handler;
+    uint32_t fl[FAULT_AHEAD], orig[FAULT_AHEAD];
+    size_t n = 0, ncommitted = 0;
+    uint32_t f = m_page_lock(m_engine_page(index));
+    if (m_page_state(f) != M_PS_UNTOUCHED) {
+        m_page_unlock(m_engine_page(index), f);
+        return EAGAIN;
+    }
+    orig[n] = f;
+    fl[n++] = f;
+    while (n < limit) {
+        struct m_page *q = m_engine_page(index + n);
+        if (!m_page_trylock(q, &f))
+            break;
+        orig[n] = f;
+        unsigned st = m_page_state(f);
+        if (st == M_PS_UNCOMMITTED && commit_ahead) {
+            f = m_page_set_state(f, M_PS_UNTOUCHED) & ~M_PF_PROT_MASK;
+            f |= (uint32_t)(r->prot & MOAT_PROT_MASK) << M_PF_PROT_SHIFT;
+            ncommitted++;
+        } else if (st != M_PS_UNTOUCHED || !(m_page_prot(f) & MOAT_PROT_WRITE)) {
+            m_page_unlock(q, f);
+            break;
+        }
+        fl[n++] = f;
+    }
+    /* Charging under page locks is safe: reclaim only ever trylocks pages
+     * (a locked page is skipped), so it cannot wait on ours. */
+    bool charged = false;
+    if (n > 1) {
+        if (m_budget_try_charge(n) == 0) {
+            charged = true;
+        } else {
+            /* tight budget: give back the pages ahead, keep the faulting one */
+            for (size_t k = 1; k < n; k++)
+                m_page_unlock(m_engine_page(index + k), orig[k]);
+            ncommitted = 0;
+            n = 1;
+        }
+    }
+    if (!charged && m_budget_charge(1) != 0) {
+        m_page_unlock(m_engine_page(index), fl[0]);
+        return ENOMEM;
+    }
+    if (ncommitted)
+        m_counter_level(&m_engine.c.committed, &m_engine.c.peak_committed, ncommitted);
+    /* counted before the copy: UFFDIO_COPY wakes the faulting thread, which
+     * may read the statistics at once */
+    m_counter_add(&m_engine.c.faults_commit, 1);
+    struct uffdio_copy c = {
+        .dst = m_engine_addr(index), .src = (uintptr_t)fault_zero_run, .len = n * M_PAGE_SIZE};
+    while (ioctl(m_engine.uffd, UFFDIO_COPY, &c) != 0 && errno == EAGAIN)
+        ;
+    /* c.copy: bytes installed, or a negative error; a page mapped meanwhile
+     * (EEXIST) ends the run early, and the pages after it stay untouched */
+    size_t done = c.copy > 0 ? (size_t)c.copy / M_PAGE_SIZE : 0;
+    if (c.copy == -EEXIST && done == 0)
+        done = 1; /* the faulting page was mapped by someone else: fine */
+    if (done == 0) {
+        m_counter_sub(&m_engine.c.faults_commit, 1);
+        m_error("fault", "UFFDIO_COPY of zero pages at %#lx failed: %s",
+                (unsigned long)m_engine_addr(index), strerror((int)-c.copy));
+    }
+    for (size_t k = 0; k < n; k++) {
+        struct m_page *q = m_engine_page(index + k);
+        f = fl[k];
+        if (k < done) {
+            f = m_page_set_state(f, M_PS_RESIDENT) | M_PF_DIRTY;
+            if (pin && k == 0) {
+                f |= M_PF_PINNED;
+                m_counter_add(&m_engine.c.unreclaimable, 1);
+            } else {
+                f = m_reclaim_track(index + k, f);
+            }
+        }
+        m_page_unlock(q, f);
+    }
+    if (n > done)
+        m_budget_uncharge(n - done);
+    return done ? 0 : EIO;
+}
+
+/*
+ * Clean or dirty?  A page loaded by a read fault is installed write-protected,
+ * so it stays clean (reclaim drops it without a write) until a write faults
+ * once more: a second round trip.  When most pages loaded clean are written
+ * soon after anyway (read-modify-write sweeps), that round trip is wasted, so
+ * the handler watches the ratio over the last 64 clean loads and, above one
+ * half, installs loaded pages writable and dirty instead (still sampling one
+ * load in 16 clean, so a change of pattern is noticed).
+ */
+static _Atomic uint32_t load_clean_count, load_dirtied_count, load_count;
+static _Atomic bool load_dirty_mode;
+
+static bool fault_load_dirty(void)
+{
+    return atomic_load_explicit(&load_dirty_mode, memory_order_relaxed);
+}
+
+static void fault_note_clean_load(void)
+{
+    uint32_t n = atomic_fetch_add_explicit(&load_clean_count, 1, memory_order_relaxed) + 1;
+    if (n % 64 == 0) {
+        uint32_t d = atomic_exchange(&load_dirtied_count, 0);
+        atomic_store(&load_dirty_mode, d > 32);
+    }
+}
+
+/* fault_load_fail - the page at index could not be loaded: back to
+ * EVICTED; `bad` marks it so every access gets SIGBUS. */
+static void fault_load_fail(size_t index, bool bad, bool charged)
+{
+    struct m_page *p = m_engine_page(index);
+    uint32_t f = m_page_lock(p);
+    f = m_page_set_state(f, M_PS_EVICTED);
+    if (bad)
+        f |= M_PF_BAD;
+    m_page_unlock(p, f);
+    if (charged)
+        m_budget_uncharge(1);
+    fault_wake(m_engine_addr(index));
+}
+
+/* fault_load - EVICTED -> LOADING -> RESIDENT for index, and when the fault
+ * looks sequential for the EVICTED pages right after it (read in the same
+ * store submission).  0, ENOMEM, EAGAIN (state changed), or the
+ * integrity/I-O error of the faulting page (which is then marked BAD, and
+ * every thread waiting on it is woken to take its own signal). */
+static int fault_load(size_t index, bool write, bool pin, const struct m_region_info *r)
+{
+    struct m_io_ctx *io = m_io_ctx_get();
+    if (!io)
+        return EIO;
+    size_t limit =
+        (r && fault_sequential(index, r)) ? fault_ahead_limit(index, r, m_engine.fault_ahead) : 1;
+    if (limit > io->nrecords)
+        limit = io->nrecords;
+    uint64_t region_id = r ? r->id : 0;
+    uint32_t fl[FAULT_AHEAD];
+    size_t n = 0;
+    struct m_page *p = m_engine_page(index);
+    uint32_t f = m_page_lock(p);
+    if (m_page_state(f) != M_PS_EVICTED || (f & M_PF_BAD)) {
+        m_page_unlock(p, f);
+        return (f & M_PF_BAD) ? EBADMSG : EAGAIN;
+    }
+    fl[n++] = f;
+    m_page_unlock(p, m_page_set_state(f, M_PS_LOADING));
+    while (n < limit) {
+        struct m_page *q = m_engine_page(index + n);
+        if (!m_page_trylock(q, &f))
+            break;
+        if (m_page_state(f) != M_PS_EVICTED || (f & M_PF_BAD)) {
+            m_page_unlock(q, f);
+            break;
+        }
+        fl[n++] = f;
+        m_page_unlock(q, m_page_set_state(f, M_PS_LOADING));
+    }
+    /* LOADING: this thread owns slot and version of these pages now. */
+    if (n > 1 && m_budget_try_charge(n) != 0) {
+        for (size_t k = 1; k < n; k++)
+            fault_load_fail(index + k, false, false);
+        n = 1;
+    }
+    if (n == 1 && m_budget_charge(1) != 0) {
+        fault_load_fail(index, false, false);
+        return ENOMEM;
+    }
+    struct m_store_io ios[FAULT_AHEAD], *iop[FAULT_AHEAD];
+    for (size_t k = 0; k < n; k++) {
+        ios[k] = (struct m_store_io){.op = M_STORE_READ,
+                                     .slot = m_slot_store(m_engine_page(index + k)->slot),
+                                     .buf = io->records + k * M_IO_STRIDE};
+        iop[k] = &ios[k];
+    }
+    int err = m_store_rw(io->queue, iop, n);
+    int first_err = 0;
+    for (size_t k = 0; k < n; k++) {
+        size_t idx = index + k;
+        struct m_page *q = m_engine_page(idx);
+        uintptr_t addr = m_engine_addr(idx);
+        int e = err ? err : ios[k].result;
+        uint64_t found = 0;
+        if (e) {
+            if (k == 0)
+                m_error("fault", "reading page %#lx from the store (slot %u) failed: %s",
+                        (unsigned long)addr, q->slot, strerror(e));
+            m_counter_add(&m_engine.c.store_errors, 1);
+        } else {
+            m_counter_add(&m_engine.c.store_bytes_read, M_STORE_RECORD);
+            struct m_seal_id id = {
+                .region_id = region_id, .page_index = idx, .version = q->version};
+            e = m_seal_open(ios[k].buf, &id, io->plain, &found);
+            if (e && k == 0) {
+                m_counter_add(&m_engine.c.integrity_failures, 1);
+                if (e == ESTALE)
+                    m_error("integrity",
+                            "page %#lx (region %llu, index %zu): replayed sealed copy: version "
+                            "%llu found, %u expected; the page is not mapped",
+                            (unsigned long)addr, (unsigned long long)region_id, idx,
+                            (unsigned long long)found, q->version);
+                else
+                    m_error("integrity",
+                            "page %#lx (region %llu, index %zu, version %u): sealed copy fails "
+                            "authentication (%s); the page is not mapped",
+                            (unsigned long)addr, (unsigned long long)region_id, idx, q->version,
+                            e == EBADMSG ? "tampered or foreign record" : strerror(e));
+            }
+        }
+        if (!e) {
+            uint32_t pf = fl[k];
+            bool wp = !(write && k == 0) && (m_page_prot(pf) & MOAT_PROT_WRITE);
+            /* in dirty mode one load in 16 stays clean, to keep sampling */
+            if (wp && fault_load_dirty() &&
+                (atomic_fetch_add_explicit(&load_count, 1, memory_order_relaxed) & 15) != 0)
+                wp = false;
+            if (wp)
+                fault_note_clean_load();
+            m_counter_sub(&m_engine.c.evicted, 1);
+            m_counter_add(&m_engine.c.faults_pagein, 1);
+            e = uffd_copy(addr, io->plain, wp);
+            if (e == EEXIST)
+                e = 0;
+            if (!e) {
+                f = m_page_lock(q);
+                f = m_page_set_state(f, M_PS_RESIDENT);
+                f |= wp ? M_PF_WP : M_PF_DIRTY;
+                if (pin && k == 0) {
+                    f |= M_PF_PINNED;
+                    m_counter_add(&m_engine.c.unreclaimable, 1);
+                } else {
+                    f = m_reclaim_track(idx, f);
+                }
+                m_page_unlock(q, f);
+            } else {
+                m_counter_add(&m_engine.c.evicted, 1);
+                m_counter_sub(&m_engine.c.faults_pagein, 1);
+                m_error("fault", "UFFDIO_COPY at %#lx failed: %s", (unsigned long)addr,
+                        strerror(e));
+            }
+        }
+        if (e) {
+            /* a page read ahead that fails is simply not installed: its own
+             * fault will report it */
+            fault_load_fail(idx, k == 0, true);
+            if (k == 0)
+                first_err = e;
+        }
+    }
+    memset(io->plain, 0, M_PAGE_SIZE);
+    return first_err;
+}
+
+static const char *fault_region_kind(const struct m_region_info *r)
+{
+    if (m_region_is_reserve(r))
+        return "a RESERVE area (reserved, not committed)";
+    if (r->flags & MOAT_COMMIT_ON_DEMAND)
+        return "a COMMIT_ON_DEMAND area";
+    return "a COMMIT_NOW area";
+}
+
+/* fault_missing - a missing-page fault at addr by thread tid. */
+static void fault_missing(uintptr_t addr, bool write, pid_t tid)
+{
+    size_t index = m_engine_index(addr);
+    struct m_page *p = m_engine_page(index);
+    struct m_region_info r;
+    bool have_region = m_region_find(addr, &r) == 0;
+    for (;;) {
+        uint32_t f = atomic_load(&p->flags);
+        switch (m_page_state(f)) {
+        case M_PS_UNCOMMITTED:
+            if (!have_region || !(r.flags & MOAT_COMMIT_ON_DEMAND) || r.handler) {
+                /* Outside any area, in a RESERVE area, or an uncommitted page
+                 * that is not committed on demand: all of these are
+                 * PROT_NONE, so a real access raises SIGSEGV (and moat's
+                 * handler reports it) before it can reach userfaultfd.  This
+                 * message is stale: its thread was woken by another
+                 * resolution and the area was freed since.  Signalling it
+                 * now would hit a thread that is elsewhere; wake instead, and
+                 * a thread that really waits retries into the SIGSEGV. */
+                m_debug("fault", "stale fault at %#lx (thread %d): no committable page there",
+                        (unsigned long)addr, (int)tid);
+                fault_wake(addr);
+                return;
+            }
+            f = m_page_lock(p);
+            if (m_page_state(f) == M_PS_UNCOMMITTED) {
+                f = m_page_set_state(f, M_PS_UNTOUCHED) & ~M_PF_PROT_MASK;
+                f |= (uint32_t)(r.prot & MOAT_PROT_MASK) << M_PF_PROT_SHIFT;
+                m_counter_level(&m_engine.c.committed, &m_engine.c.peak_committed, 1);
+            }
+            m_page_unlock(p, f);
+            continue;
+        case M_PS_UNTOUCHED: {
+            int err = fault_zero_fill(index, false, have_region ? &r : NULL);
+            if (err == EAGAIN)
+                continue;
+            if (err == ENOMEM)
+                fault_budget_exhausted(tid, addr);
+            else if (err)
+                fault_signal(tid, addr, SIGBUS, BUS_ADRERR);
+            return;
+        }
+        case M_PS_RESIDENT: {
+            /* Resolved meanwhile, or the program discarded the page itself
+             * (madvise): a discarded private page reads as zeros. */
+            f = m_page_lock(p);
+            if (m_page_state(f) == M_PS_RESIDENT && uffd_copy(addr, fault_zero_page, false) == 0)
+                f = (f | M_PF_DIRTY) & ~M_PF_WP;
+            m_page_unlock(p, f);
+            fault_wake(addr);
+            return;
+        }
+        case M_PS_EVICTED: {
+            if (f & M_PF_BAD) {
+                fault_signal(tid, addr, SIGBUS, BUS_ADRERR);
+                return;
+            }
+            int err = fault_load(index, write, false, have_region ? &r : NULL);
+            if (err == EAGAIN)
+                continue;
+            if (err == ENOMEM)
+                fault_budget_exhausted(tid, addr);
+            else if (err)
+                fault_signal(tid, addr, SIGBUS, BUS_ADRERR);
+            return;
+        }
+        case M_PS_LOADING:
+            /* the loader's UFFDIO_COPY (or its failure path) wakes us */
+            return;
+        case M_PS_EVICTING:
+        default:
+            /* Only a page the program zapped itself can miss while it is
+             * being written out: wait for the evictor, then load it. */
+            usleep(20);
+            continue;
+        }
+    }
+}
+
+/* fault_wp - a write to a write-protected page. */
+static void fault_wp(uintptr_t addr)
+{
+    size_t index = m_engine_index(addr);
+    struct m_page *p = m_engine_page(index);
+    uint32_t f = m_page_lock(p);
+    unsigned st = m_page_state(f);
+    if (st == M_PS_EVICTING) {
+        /* The evictor wakes us after the zap; the retry then misses and
+         * waits for the page-in. */
+        m_page_unlock(p, f | M_PF_WAITER);
+        return;
+    }
+    if (st == M_PS_RESIDENT && (f & M_PF_WP)) {
+        struct uffdio_writeprotect wp = {
+            .range = {.start = addr & ~(M_PAGE_SIZE - 1), .len = M_PAGE_SIZE}, .mode = 0};
+        if (ioctl(m_engine.uffd, UFFDIO_WRITEPROTECT, &wp) == 0) {
+            f = (f & ~M_PF_WP) | M_PF_DIRTY | M_PF_REF;
+            m_counter_add(&m_engine.c.faults_wp, 1);
+            atomic_fetch_add_explicit(&load_dirtied_count, 1, memory_order_relaxed);
+        } else {
+            m_error("fault", "cannot lift write protection at %#lx: %s", (unsigned long)addr,
+                    strerror(errno));
+        }
+        m_page_unlock(p, f);
+        return;
+    }
+    m_page_unlock(p, f);
+    fault_wake(addr);
+}
+
+int m_fault_install(size_t index, bool pin)
+{
+    struct m_page *p = m_engine_page(index);
+    for (;;) {
+        uint32_t f = m_page_lock(p);
+        switch (m_page_state(f)) {
+        case M_PS_UNCOMMITTED:
+            m_page_unlock(p, f);
+            return EACCES;
+        case M_PS_RESIDENT:
+            if (pin && !(f & M_PF_PINNED)) {
+                f |= M_PF_PINNED;
+                m_counter_add(&m_engine.c.unreclaimable, 1);
+            }
+            m_page_unlock(p, f);
+            return 0;
+        case M_PS_UNTOUCHED: {
+            m_page_unlock(p, f);
+            int err = fault_zero_fill(index, pin, NULL);
+            if (err != EAGAIN)
+                return err;
+            continue;
+        }
+        case M_PS_EVICTED: {
+            m_page_unlock(p, f);
+            struct m_region_info r;
+            bool have = m_region_find(m_engine_addr(index), &r) == 0;
+            int err = fault_load(index, false, pin, have ? &r : NULL);
+            if (err != EAGAIN)
+                return err;
+            continue;
+        }
+        default:
+            m_page_unlock(p, f);
+            usleep(20);
+            continue;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Handler threads
+ * ---------------------------------------------------------------------- */
+
+static void fault_dispatch(const struct uffd_msg *msg)
+{
+    if (msg->event != UFFD_EVENT_PAGEFAULT)
+        return;
+    uint64_t t0 = m_now_ns();
+    uintptr_t addr = (uintptr_t)msg->arg.pagefault.address & ~(M_PAGE_SIZE - 1);
+    uint64_t flags = msg->arg.pagefault.flags;
+    pid_t tid =
+        (m_engine.uffd_features & UFFD_FEATURE_THREAD_ID) ? (pid_t)msg->arg.pagefault.feat.ptid : 0;
+    if (!m_engine_contains(addr))
+        fault_wake(addr);
+    else if (flags & UFFD_PAGEFAULT_FLAG_WP)
+        fault_wp(addr);
+    else
+        fault_missing(addr, flags & UFFD_PAGEFAULT_FLAG_WRITE, tid);
+    m_counter_add(&m_engine.c.fault_ns, m_now_ns() - t0);
+}
+
+static void *fault_thread(void *arg)
+{
+    (void)arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    pthread_setname_np(pthread_self(), "moat-fault");
+    struct uffd_msg msgs[FAULT_BATCH];
+    struct pollfd pfd[2] = {{.fd = m_engine.uffd, .events = POLLIN},
+                            {.fd = fs.stop_fd, .events = POLLIN}};
+    unsigned idle = 0;
+    for (;;) {
+        ssize_t n = read(m_engine.uffd, msgs, sizeof msgs);
+        if (n > 0) {
+            idle = 0;
+            for (size_t i = 0; i < (size_t)n / sizeof msgs[0]; i++)
+                fault_dispatch(&msgs[i]);
+            continue;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            m_error("fault", "reading userfaultfd failed: %s", strerror(errno));
+            break;
+        }
+        /* Spin a little before sleeping: faults come in bursts, and a
+         * sleeping handler costs the faulting thread a cross-CPU wake-up. */
+        if (++idle < 16) {
+            sched_yield();
+            continue;
+        }
+        if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+            break;
+        if (pfd[1].revents)
+            break;
+        idle = 0;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * SIGSEGV: custom handlers and fatal messages
+ * ---------------------------------------------------------------------- */
+
+static void fault_segv_chain(int sig, siginfo_t *si, void *uc)
+{
+    struct sigaction *prev = &fs.prev_segv;
+    if ((prev->sa_flags & SA_SIGINFO) && prev->sa_sigaction) {
+        prev->sa_sigaction(sig, si, uc);
+        return;
+    }
+    if (prev->sa_handler == SIG_IGN)
+        return;
+    if (prev->sa_handler != SIG_DFL && prev->sa_handler) {
+        prev->sa_handler(sig);
+        return;
+    }
+    /* Default action: restore it; the access faults again and the kernel
+     * ends the process with SIGSEGV as it would have without moat. */
+    signal(sig, SIG_DFL);
+}
+
+static void fault_sigsegv(int sig, siginfo_t *si, void *ucv)
+{
+    uintptr_t addr = (uintptr_t)si->si_addr;
+    if (!atomic_load(&m_engine.running) || !m_engine_contains(addr)) {
+        fault_segv_chain(sig, si, ucv);
+        return;
+    }
+    int saved = errno;
+    ucontext_t *uc = ucv;
+#if defined(__x86_64__)
+    bool write = (uc->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+#else
+    bool write = false;
+    (void)uc;
+#endif
+    size_t index = m_engine_index(addr);
+    uint32_t f = atomic_load(&m_engine_page(index)->flags);
+    struct m_region_info r;
+    if (m_region_find(addr, &r) == 0 && r.handler) {
+        moat_pfinfo pf;
+        memset(&pf, 0, sizeof pf);
+        pf.maddr = addr;
+        pf.pfec.sgx = 1;
+        pf.pfec.rw = write;
+        pf.pfec.p = m_page_state(f) != M_PS_UNCOMMITTED;
+        m_counter_add(&m_engine.c.faults_handler, 1);
+        /* the handler may fault again (nested faults): whoever ran us may
+         * have blocked SIGSEGV (a wrapping handler, a sanitizer) */
+        sigset_t segv;
+        sigemptyset(&segv);
+        sigaddset(&segv, SIGSEGV);
+        sigaddset(&segv, SIGBUS);
+        pthread_sigmask(SIG_UNBLOCK, &segv, NULL);
+        errno = saved;
+        if (r.handler(&pf, r.handler_private) == MOAT_FAULT_CONTINUE_EXECUTION)
+            return;
+        m_fatal("fault", "the fault handler of region [%#lx, %#lx) did not handle a %s at %#lx",
+                (unsigned long)r.start, (unsigned long)r.end, write ? "write" : "read",
+                (unsigned long)addr);
+    } else if (m_region_find(addr, &r) != 0) {
+        m_fatal("fault", "%s at %#lx: in moat's range but in no region", write ? "write" : "read",
+                (unsigned long)addr);
+    } else if (m_region_is_reserve(&r)) {
+        m_fatal("fault", "%s at %#lx: in %s [%#lx, %#lx); commit it first",
+                write ? "write" : "read", (unsigned long)addr, fault_region_kind(&r),
+                (unsigned long)r.start, (unsigned long)r.end);
+    } else if (m_page_state(f) == M_PS_UNCOMMITTED) {
+        m_fatal("fault", "%s at %#lx: uncommitted page of %s [%#lx, %#lx)",
+                write ? "write" : "read", (unsigned long)addr, fault_region_kind(&r),
+                (unsigned long)r.start, (unsigned long)r.end);
+    } else {
+        m_fatal("fault", "%s at %#lx: the page's permissions (%c%c%c) forbid it",
+                write ? "write" : "read", (unsigned long)addr,
+                (m_page_prot(f) & MOAT_PROT_READ) ? 'r' : '-',
+                (m_page_prot(f) & MOAT_PROT_WRITE) ? 'w' : '-',
+                (m_page_prot(f) & MOAT_PROT_EXEC) ? 'x' : '-');
+    }
+    m_counter_add(&m_engine.c.faults_fatal, 1);
+    errno = saved;
+    fault_segv_chain(sig, si, ucv);
+}
+
+int m_fault_start(unsigned nthreads)
+{
+    if (nthreads < 1)
+        nthreads = 1;
+    if (nthreads > FAULT_MAX_THREADS)
+        nthreads = FAULT_MAX_THREADS;
+    fs.stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fs.stop_fd < 0)
+        return errno;
+    fs.nthreads = 0;
+    for (unsigned i = 0; i < nthreads; i++) {
+        int err = pthread_create(&fs.threads[i], NULL, fault_thread, NULL);
+        if (err) {
+            m_fault_stop();
+            return err;
+        }
+        fs.nthreads++;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = fault_sigsegv;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGSEGV, &sa, &fs.prev_segv) == 0)
+        fs.segv_installed = true;
+    return 0;
+}
+
+void m_fault_stop(void)
+{
+    if (fs.segv_installed) {
+        sigaction(SIGSEGV, &fs.prev_segv, NULL);
+        fs.segv_installed = false;
+    }
+    if (fs.stop_fd >= 0) {
+        uint64_t one = 1;
+        ssize_t w = write(fs.stop_fd, &one, sizeof one);
+        (void)w;
+        for (unsigned i = 0; i < fs.nthreads; i++)
+            pthread_join(fs.threads[i], NULL);
+        fs.nthreads = 0;
+        close(fs.stop_fd);
+        fs.stop_fd = -1;
+    }
+    if (m_engine.uffd >= 0) {
+        close(m_engine.uffd);
+        m_engine.uffd = -1;
+    }
+}

@@ -1,0 +1,39 @@
+/*
+ * fault.h - resolving faults on managed memory.
+ *
+ * The whole ELRANGE is registered once with one userfaultfd in MISSING and
+ * WP modes.  Handler threads read fault messages in batches and resolve them:
+ * first touch (zero fill), page-in (read, unseal, UFFDIO_COPY), first write
+ * to a clean page (drop the write protection, mark dirty).  Custom fault
+ * handlers of regions run on the faulting thread from moat's SIGSEGV handler,
+ * which also turns accesses to RESERVE areas and uncommitted pages into a
+ * fatal error with a message.
+ */
+#ifndef M_FAULT_FAULT_H
+#define M_FAULT_FAULT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* m_fault_open - create the userfaultfd, probe the kernel's features and
+ * register [base, base+size).  ENOSYS/EPERM with a log line naming what is
+ * missing. */
+int m_fault_open(uintptr_t base, size_t size);
+/* m_fault_start - start the handler threads and install the SIGSEGV handler. */
+int m_fault_start(unsigned nthreads);
+/* m_fault_stop - stop the threads, restore the previous SIGSEGV handler,
+ * close the userfaultfd. */
+void m_fault_stop(void);
+
+/* m_fault_install - make a committed page resident now, as a fault would
+ * (zero fill or page-in), and optionally pin it.  0; EACCES uncommitted;
+ * ENOMEM budget exhausted; EBADMSG/ESTALE/EIO its sealed copy is unusable. */
+int m_fault_install(size_t index, bool pin);
+
+/* m_fault_copy_in - commit_data: install `src` (one page) into an uncommitted
+ * page with UFFDIO_COPY and mark it resident and dirty.  The caller charged
+ * the budget and holds the page lock; returns 0 or an errno. */
+int m_fault_copy_in(uintptr_t addr, const void *src);
+
+#endif

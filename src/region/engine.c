@@ -1,0 +1,352 @@
+/*
+ * engine.c - moat_init / moat_shutdown, options and the environment, and
+ * the statistics.
+ *
+ * Start-up order: options -> log -> seal key -> store -> ELRANGE and page
+ * table -> userfaultfd -> reclaimer -> fault threads.  Shutdown runs it
+ * backwards, frees every area, removes the store file and wipes the key.
+ */
+#include "budget/budget.h"
+#include "common/engine.h"
+#include "common/log.h"
+#include "common/size.h"
+#include "fault/fault.h"
+#include "region/region.h"
+#include "seal/seal.h"
+#include "store/store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+struct m_engine m_engine = {.uffd = -1};
+static pthread_mutex_t engine_lock = PTHREAD_MUTEX_INITIALIZER; /* init/shutdown */
+
+#define DEFAULT_RANGE   (64ULL << 30)
+#define DEFAULT_LOW     80
+#define DEFAULT_HIGH    90
+#define DEFAULT_BATCH   32
+#define DEFAULT_THREADS 2
+#define DEFAULT_AHEAD   16
+
+uint64_t m_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* env_size / env_pct - read an environment override; a malformed value is an
+ * error that names the variable. */
+static int env_size(const char *name, size_t *v)
+{
+    const char *s = getenv(name);
+    if (!s || !*s)
+        return 0;
+    int err = m_size_parse(s, v);
+    if (err)
+        m_error("init", "%s='%s' is not a size (examples: 4096, 64M, 1.5G)", name, s);
+    return err ? EINVAL : 0;
+}
+
+static int env_pct(const char *name, unsigned *v)
+{
+    const char *s = getenv(name);
+    if (!s || !*s)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long x = strtoul(s, &end, 10);
+    if (errno || end == s || *end || x > 100) {
+        m_error("init", "%s='%s' is not a percentage from 0 to 100", name, s);
+        return EINVAL;
+    }
+    *v = (unsigned)x;
+    return 0;
+}
+
+static int engine_options(const struct moat_options *in, struct moat_options *o,
+                          const char **log_file)
+{
+    struct moat_options none = {.log_level = -1};
+    if (!in)
+        in = &none;
+    *o = *in;
+    int err = 0;
+    const char *lv = getenv("MOAT_LOG");
+    if (o->log_level < 0 && lv && *lv) {
+        o->log_level = m_log_parse_level(lv);
+        if (o->log_level < 0) {
+            m_error("init", "MOAT_LOG='%s' is not a level (debug, info, warn, error, fatal)", lv);
+            return EINVAL;
+        }
+    }
+    if (o->log_level < 0)
+        o->log_level = MOAT_LOG_WARN;
+    if (o->log_level > MOAT_LOG_FATAL) {
+        m_error("init", "log_level %d is out of range", o->log_level);
+        return EINVAL;
+    }
+    *log_file = o->log_file ? o->log_file : getenv("MOAT_LOG_FILE");
+    if (!o->range_size)
+        err |= env_size("MOAT_RANGE", &o->range_size);
+    if (!o->budget)
+        err |= env_size("MOAT_BUDGET", &o->budget);
+    if (!o->low_pct)
+        err |= env_pct("MOAT_LOW", &o->low_pct);
+    if (!o->high_pct)
+        err |= env_pct("MOAT_HIGH", &o->high_pct);
+    const char *fa = getenv("MOAT_FAULT_AHEAD");
+    if (!o->fault_ahead && fa && *fa) {
+        char *end;
+        unsigned long v = strtoul(fa, &end, 10);
+        if (*end || v < 1 || v > M_FAULT_AHEAD_MAX) {
+            m_error("init", "MOAT_FAULT_AHEAD='%s' must be a whole number from 1 to %d", fa,
+                    M_FAULT_AHEAD_MAX);
+            err |= EINVAL;
+        } else {
+            o->fault_ahead = (unsigned)v;
+        }
+    }
+    if (!o->store)
+        o->store = getenv("MOAT_STORE");
+    if (err)
+        return EINVAL;
+    if (!o->range_size)
+        o->range_size = DEFAULT_RANGE;
+    if (!o->low_pct)
+        o->low_pct = DEFAULT_LOW;
+    if (!o->high_pct)
+        o->high_pct = DEFAULT_HIGH;
+    if (!o->batch_pages)
+        o->batch_pages = DEFAULT_BATCH;
+    if (!o->fault_threads)
+        o->fault_threads = DEFAULT_THREADS;
+    if (!o->fault_ahead)
+        o->fault_ahead = DEFAULT_AHEAD;
+    if (o->fault_ahead > M_FAULT_AHEAD_MAX) {
+        m_error("init", "fault_ahead %u is above the maximum of %d", o->fault_ahead,
+                M_FAULT_AHEAD_MAX);
+        return EINVAL;
+    }
+    if (o->range_size % M_PAGE_SIZE || o->range_size < (1u << 20) ||
+        o->range_size >> M_PAGE_SHIFT > UINT32_MAX) {
+        m_error("init", "range size %zu must be a multiple of 4096 between 1 MiB and 16 TiB",
+                o->range_size);
+        return EINVAL;
+    }
+    if (o->budget && o->budget < 16 * M_PAGE_SIZE) {
+        m_error("init", "budget %zu bytes is below the minimum of 16 pages (64 KiB)", o->budget);
+        return EINVAL;
+    }
+    if (o->low_pct > 100 || o->high_pct > 100 || o->low_pct > o->high_pct) {
+        m_error("init", "watermarks low=%u%% high=%u%% must satisfy low <= high <= 100", o->low_pct,
+                o->high_pct);
+        return EINVAL;
+    }
+    if (o->batch_pages > 1024) {
+        m_error("init", "batch_pages %u is above the maximum of 1024", o->batch_pages);
+        return EINVAL;
+    }
+    return 0;
+}
+
+static void engine_teardown(void)
+{
+    /* the reclaimer uses the userfaultfd: stop it before the fault layer
+     * closes it */
+    m_budget_shutdown();
+    m_fault_stop();
+    m_io_ctx_release_all();
+    m_region_shutdown();
+    if (m_engine.pages)
+        munmap(m_engine.pages, m_engine.npages * sizeof(struct m_page));
+    if (m_engine.base)
+        munmap((void *)m_engine.base, m_engine.size);
+    if (m_engine.store)
+        m_store_close(m_engine.store);
+    m_seal_shutdown();
+    struct m_engine fresh = {.uffd = -1};
+    m_engine = fresh;
+}
+
+/* At exit without moat_shutdown the key is still wiped (invariant 4); the
+ * anonymous store file is already unlinked. */
+static void engine_atexit(void)
+{
+    m_seal_wipe();
+}
+static pthread_once_t engine_atexit_once = PTHREAD_ONCE_INIT;
+static void engine_atexit_register(void)
+{
+    atexit(engine_atexit);
+}
+
+int moat_init(const struct moat_options *opts)
+{
+    pthread_once(&engine_atexit_once, engine_atexit_register);
+    pthread_mutex_lock(&engine_lock);
+    if (atomic_load(&m_engine.running)) {
+        pthread_mutex_unlock(&engine_lock);
+        return EALREADY;
+    }
+    struct moat_options o;
+    const char *log_file = NULL;
+    int err = engine_options(opts, &o, &log_file);
+    if (!err) {
+        err = m_log_open(o.log_level, log_file);
+        if (err)
+            m_error("init", "cannot open the log file '%s': %s", log_file, strerror(err));
+    }
+    if (!err)
+        err = m_seal_init();
+    if (!err)
+        err = m_store_open(o.store, &m_engine.store);
+    if (!err) {
+        m_engine.size = o.range_size;
+        m_engine.npages = o.range_size >> M_PAGE_SHIFT;
+        void *base =
+            mmap(NULL, o.range_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        void *pages = mmap(NULL, m_engine.npages * sizeof(struct m_page), PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (base == MAP_FAILED || pages == MAP_FAILED) {
+            m_error("init", "cannot reserve a range of %zu bytes: %s", o.range_size,
+                    strerror(errno));
+            err = ENOMEM;
+            if (base != MAP_FAILED)
+                munmap(base, o.range_size);
+            if (pages != MAP_FAILED)
+                munmap(pages, m_engine.npages * sizeof(struct m_page));
+        } else {
+            m_engine.base = (uintptr_t)base;
+            m_engine.pages = pages;
+            /* fork children do not inherit managed memory (they would see
+             * zeros where evicted pages were): an access there faults
+             * loudly instead */
+            madvise(base, o.range_size, MADV_DONTFORK);
+        }
+    }
+    if (!err) {
+        m_engine.budget_pages = o.budget / M_PAGE_SIZE;
+        m_engine.high_pages = m_engine.budget_pages * o.high_pct / 100;
+        m_engine.low_pages = m_engine.budget_pages * o.low_pct / 100;
+        m_engine.batch_pages = o.batch_pages;
+        m_engine.fault_threads = o.fault_threads;
+        m_engine.fault_ahead = o.fault_ahead;
+        err = m_region_init();
+    }
+    if (!err)
+        err = m_fault_open(m_engine.base, m_engine.size);
+    if (!err) {
+        atomic_store(&m_engine.running, true);
+        err = m_budget_init();
+    }
+    if (!err)
+        err = m_fault_start(o.fault_threads);
+    if (err) {
+        atomic_store(&m_engine.running, false);
+        engine_teardown();
+    } else {
+        char b[32];
+        m_info("init", "moat ready: range %zu GiB at %#lx, budget %s, store %s", o.range_size >> 30,
+               (unsigned long)m_engine.base,
+               o.budget ? m_size_format(o.budget, b, sizeof b) : "unlimited",
+               m_store_describe(m_engine.store));
+    }
+    pthread_mutex_unlock(&engine_lock);
+    return err;
+}
+
+void moat_shutdown(void)
+{
+    pthread_mutex_lock(&engine_lock);
+    if (atomic_load(&m_engine.running)) {
+        atomic_store(&m_engine.running, false);
+        engine_teardown();
+    }
+    pthread_mutex_unlock(&engine_lock);
+}
+
+int moat_range(void **base, size_t *size)
+{
+    if (!base || !size)
+        return EINVAL;
+    if (!atomic_load(&m_engine.running))
+        return ENODEV;
+    *base = (void *)m_engine.base;
+    *size = m_engine.size;
+    return 0;
+}
+
+int moat_stats(struct moat_stats *out)
+{
+    if (!out)
+        return EINVAL;
+    if (!atomic_load(&m_engine.running))
+        return ENODEV;
+    const struct m_counters *c = &m_engine.c;
+    memset(out, 0, sizeof *out);
+    out->budget_pages = m_engine.budget_pages;
+    out->committed_pages = atomic_load(&c->committed);
+    out->resident_pages = atomic_load(&c->resident);
+    out->resident_unreclaimable = atomic_load(&c->unreclaimable);
+    out->evicted_pages = atomic_load(&c->evicted);
+    out->peak_committed_pages = atomic_load(&c->peak_committed);
+    out->peak_resident_pages = atomic_load(&c->peak_resident);
+    out->regions = m_region_count();
+    out->faults_commit = atomic_load(&c->faults_commit);
+    out->faults_pagein = atomic_load(&c->faults_pagein);
+    out->faults_wp = atomic_load(&c->faults_wp);
+    out->faults_handler = atomic_load(&c->faults_handler);
+    out->faults_fatal = atomic_load(&c->faults_fatal);
+    out->evictions_written = atomic_load(&c->evictions_written);
+    out->evictions_clean = atomic_load(&c->evictions_clean);
+    out->reclaim_sync = atomic_load(&c->reclaim_sync);
+    out->store_bytes_written = atomic_load(&c->store_bytes_written);
+    out->store_bytes_read = atomic_load(&c->store_bytes_read);
+    out->store_errors = atomic_load(&c->store_errors);
+    out->integrity_failures = atomic_load(&c->integrity_failures);
+    out->fault_ns = atomic_load(&c->fault_ns);
+    out->reclaim_ns = atomic_load(&c->reclaim_ns);
+    return 0;
+}
+
+void moat_stats_print(int fd)
+{
+    struct moat_stats s;
+    if (moat_stats(&s) != 0) {
+        dprintf(fd, "moat: not running\n");
+        return;
+    }
+    char b1[32], b2[32];
+    dprintf(fd, "moat statistics\n");
+    dprintf(fd, "  budget          %s (%llu pages)\n",
+            s.budget_pages ? m_size_format(s.budget_pages * M_PAGE_SIZE, b1, sizeof b1)
+                           : "unlimited",
+            (unsigned long long)s.budget_pages);
+    dprintf(fd, "  resident        %llu pages (peak %llu), %llu unreclaimable\n",
+            (unsigned long long)s.resident_pages, (unsigned long long)s.peak_resident_pages,
+            (unsigned long long)s.resident_unreclaimable);
+    dprintf(fd, "  committed       %llu pages (peak %llu), %llu evicted\n",
+            (unsigned long long)s.committed_pages, (unsigned long long)s.peak_committed_pages,
+            (unsigned long long)s.evicted_pages);
+    dprintf(fd,
+            "  faults          %llu commit, %llu page-in, %llu write-protect, %llu handler, "
+            "%llu fatal\n",
+            (unsigned long long)s.faults_commit, (unsigned long long)s.faults_pagein,
+            (unsigned long long)s.faults_wp, (unsigned long long)s.faults_handler,
+            (unsigned long long)s.faults_fatal);
+    dprintf(fd, "  evictions       %llu written, %llu clean, %llu synchronous reclaims\n",
+            (unsigned long long)s.evictions_written, (unsigned long long)s.evictions_clean,
+            (unsigned long long)s.reclaim_sync);
+    dprintf(fd, "  store           %s written, %s read, %llu errors, %llu integrity failures\n",
+            m_size_format(s.store_bytes_written, b1, sizeof b1),
+            m_size_format(s.store_bytes_read, b2, sizeof b2), (unsigned long long)s.store_errors,
+            (unsigned long long)s.integrity_failures);
+    dprintf(fd, "  time            %.3f s in faults, %.3f s in reclaim\n", (double)s.fault_ns / 1e9,
+            (double)s.reclaim_ns / 1e9);
+}

@@ -1,0 +1,797 @@
+/*
+ * region.c - areas of the ELRANGE and the EMM-style region API.
+ *
+ * The area table is an array of struct m_region_info sorted by address under
+ * one rwlock (areas are few, lookups are binary searches).  Structural
+ * changes (alloc, dealloc) take it for writing; everything else, including
+ * every fault, takes it for reading only long enough to copy an area.
+ *
+ * How an area maps onto the kernel
+ * --------------------------------
+ * The ELRANGE is one private anonymous PROT_NONE mapping registered with
+ * userfaultfd.  Pages an access may legitimately reach get real permissions
+ * with mprotect: committed pages get theirs, and the uncommitted pages of a
+ * COMMIT_ON_DEMAND area without a custom handler get the area's, so the first
+ * touch arrives as a userfaultfd missing fault and commits the page.
+ * Everything else stays PROT_NONE, so an access raises SIGSEGV: moat's
+ * handler then calls the area's custom handler or reports the fatal access.
+ *
+ * Semantics follow Intel's EMM as implemented (see docs/design.md, "Region
+ * API"), including its error codes.
+ */
+#include "region/region.h"
+
+#include "budget/budget.h"
+#include "common/engine.h"
+#include "common/log.h"
+#include "fault/fault.h"
+#include "store/store.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* An area being freed: it holds its addresses (no alloc can take them, and
+ * faults there are fatal) while its pages are released without the table
+ * lock, because threads that own pages in flight may need that lock to
+ * finish them. */
+#define M_AREA_DYING 0x10000
+
+static struct {
+    pthread_rwlock_t lock; /* guards tab, n, cap, next_id */
+    struct m_region_info *tab;
+    size_t n, cap;
+    uint64_t next_id;
+} rt = {.lock = PTHREAD_RWLOCK_INITIALIZER};
+
+/* ------------------------------------------------------------------------
+ * The area table (callers hold rt.lock)
+ * ---------------------------------------------------------------------- */
+
+/* tab_first - index of the first area whose end is above addr. */
+static size_t tab_first(uintptr_t addr)
+{
+    size_t lo = 0, hi = rt.n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (rt.tab[mid].end <= addr)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int tab_insert(const struct m_region_info *r)
+{
+    if (rt.n == rt.cap) {
+        size_t ncap = rt.cap ? rt.cap * 2 : 64;
+        struct m_region_info *t = realloc(rt.tab, ncap * sizeof *t);
+        if (!t)
+            return ENOMEM;
+        rt.tab = t;
+        rt.cap = ncap;
+    }
+    size_t i = tab_first(r->start);
+    memmove(&rt.tab[i + 1], &rt.tab[i], (rt.n - i) * sizeof *rt.tab);
+    rt.tab[i] = *r;
+    rt.n++;
+    return 0;
+}
+
+/* tab_punch - remove [start, end) from the table, splitting areas that
+ * straddle its ends (both pieces keep the area's identity, so sealed pages
+ * stay valid).  Needs room for one more entry (reserved by the caller). */
+static void tab_punch(uintptr_t start, uintptr_t end)
+{
+    size_t i = tab_first(start);
+    while (i < rt.n && rt.tab[i].start < end) {
+        struct m_region_info r = rt.tab[i];
+        memmove(&rt.tab[i], &rt.tab[i + 1], (rt.n - i - 1) * sizeof *rt.tab);
+        rt.n--;
+        if (r.start < start) {
+            struct m_region_info left = r;
+            left.end = start;
+            tab_insert(&left);
+            i++;
+        }
+        if (r.end > end) {
+            struct m_region_info right = r;
+            right.start = end;
+            tab_insert(&right);
+            i++;
+        }
+    }
+}
+
+static int tab_reserve(size_t extra)
+{
+    if (rt.n + extra <= rt.cap)
+        return 0;
+    size_t ncap = rt.cap ? rt.cap : 64;
+    while (ncap < rt.n + extra)
+        ncap *= 2;
+    struct m_region_info *t = realloc(rt.tab, ncap * sizeof *t);
+    if (!t)
+        return ENOMEM;
+    rt.tab = t;
+    rt.cap = ncap;
+    return 0;
+}
+
+/* tab_covered - is [start, end) covered by areas without a hole? */
+static bool tab_covered(uintptr_t start, uintptr_t end)
+{
+    size_t i = tab_first(start);
+    uintptr_t at = start;
+    while (at < end) {
+        if (i >= rt.n || rt.tab[i].start > at)
+            return false;
+        at = rt.tab[i].end;
+        i++;
+    }
+    return true;
+}
+
+/* tab_gap - the lowest free, aligned [x, x+len) at or above `from`. */
+static bool tab_gap(uintptr_t from, size_t len, uintptr_t align, uintptr_t *out)
+{
+    uintptr_t lim = m_engine.base + m_engine.size;
+    uintptr_t at = (from + align - 1) & ~(align - 1);
+    for (size_t i = tab_first(at); at <= lim && len <= lim - at; i++) {
+        if (i >= rt.n || rt.tab[i].start >= at + len) {
+            *out = at;
+            return true;
+        }
+        if (rt.tab[i].end > at)
+            at = (rt.tab[i].end + align - 1) & ~(align - 1);
+    }
+    return false;
+}
+
+int m_region_find_locked(uintptr_t addr, struct m_region_info *out)
+{
+    size_t i = tab_first(addr);
+    if (i < rt.n && rt.tab[i].start <= addr) {
+        *out = rt.tab[i];
+        return 0;
+    }
+    return ENOENT;
+}
+
+void m_region_read_lock(void)
+{
+    pthread_rwlock_rdlock(&rt.lock);
+}
+void m_region_read_unlock(void)
+{
+    pthread_rwlock_unlock(&rt.lock);
+}
+
+int m_region_find(uintptr_t addr, struct m_region_info *out)
+{
+    pthread_rwlock_rdlock(&rt.lock);
+    int err = m_region_find_locked(addr, out);
+    pthread_rwlock_unlock(&rt.lock);
+    return err;
+}
+
+int m_region_init(void)
+{
+    rt.next_id = 1;
+    return 0;
+}
+
+void m_region_shutdown(void)
+{
+    pthread_rwlock_wrlock(&rt.lock);
+    free(rt.tab);
+    rt.tab = NULL;
+    rt.n = rt.cap = 0;
+    pthread_rwlock_unlock(&rt.lock);
+}
+
+/* ------------------------------------------------------------------------
+ * Page helpers
+ * ---------------------------------------------------------------------- */
+
+static int prot_to_os(int prot)
+{
+    int p = PROT_NONE;
+    if (prot & MOAT_PROT_READ)
+        p |= PROT_READ;
+    if (prot & MOAT_PROT_WRITE)
+        p |= PROT_WRITE | PROT_READ;
+    if (prot & MOAT_PROT_EXEC)
+        p |= PROT_EXEC;
+    return p;
+}
+
+static int os_protect(uintptr_t start, uintptr_t end, int prot)
+{
+    if (end <= start)
+        return 0;
+    if (mprotect((void *)start, end - start, prot_to_os(prot)) != 0) {
+        int err = errno;
+        m_error("region", "mprotect [%#lx, %#lx) failed: %s", (unsigned long)start,
+                (unsigned long)end, strerror(err));
+        return err;
+    }
+    return 0;
+}
+
+/* page_release - make a page UNCOMMITTED, settling its accounting and its
+ * store slot.  Pages in flight are waited for.  The frame itself is dropped
+ * by the caller's madvise over the whole range. */
+static void page_release(size_t index)
+{
+    struct m_page *p = m_engine_page(index);
+    for (;;) {
+        uint32_t f = m_page_lock(p);
+        unsigned st = m_page_state(f);
+        if (st == M_PS_EVICTING || st == M_PS_LOADING) {
+            m_page_unlock(p, f);
+            usleep(20);
+            continue;
+        }
+        if (st != M_PS_UNCOMMITTED)
+            m_counter_sub(&m_engine.c.committed, 1);
+        if (st == M_PS_RESIDENT) {
+            m_budget_uncharge(1);
+            if (f & M_PF_PINNED)
+                m_counter_sub(&m_engine.c.unreclaimable, 1);
+        }
+        if (st == M_PS_EVICTED)
+            m_counter_sub(&m_engine.c.evicted, 1);
+        if (p->slot != M_SLOT_NONE) {
+            m_store_slot_free(m_engine.store, m_slot_store(p->slot));
+            p->slot = M_SLOT_NONE;
+        }
+        /* version is kept: it only ever grows (anti-replay) */
+        m_page_unlock(p, f & M_PF_INLIST);
+        return;
+    }
+}
+
+/* range_release - release every page (waiting for pages in flight), then
+ * close the range and drop its frames.  Closing comes after the release so
+ * an evictor never reads a page that just lost its permissions. */
+static void range_release(uintptr_t start, uintptr_t end)
+{
+    for (uintptr_t a = start; a < end; a += M_PAGE_SIZE)
+        page_release(m_engine_index(a));
+    os_protect(start, end, MOAT_PROT_NONE);
+    madvise((void *)start, end - start, MADV_DONTNEED);
+}
+
+/* The permissions uncommitted pages of an area carry in the kernel. */
+static int area_idle_prot(const struct m_region_info *r)
+{
+    if ((r->flags & MOAT_COMMIT_ON_DEMAND) && !r->handler)
+        return r->prot;
+    return MOAT_PROT_NONE;
+}
+
+/* ------------------------------------------------------------------------
+ * Argument checks shared by the range functions
+ * ---------------------------------------------------------------------- */
+
+static int check_range(void *addr, size_t length, uintptr_t *start, uintptr_t *end)
+{
+    uintptr_t a = (uintptr_t)addr;
+    if (!atomic_load(&m_engine.running))
+        return ENODEV;
+    if (!addr || !length || (a & (M_PAGE_SIZE - 1)) || (length & (M_PAGE_SIZE - 1)))
+        return EINVAL;
+    if (!m_engine_contains(a) || length > m_engine.base + m_engine.size - a)
+        return EINVAL;
+    *start = a;
+    *end = a + length;
+    return 0;
+}
+
+/* for_areas - visit the areas over [start, end), clipped. */
+#define for_areas(i, s, e, start, end)                                                             \
+    for (size_t i = tab_first(start); i < rt.n && rt.tab[i].start < (end); i++)                    \
+        for (uintptr_t s = rt.tab[i].start > (start) ? rt.tab[i].start : (start),                  \
+                       e = rt.tab[i].end < (end) ? rt.tab[i].end : (end), once_ = 1;               \
+             once_; once_ = 0)
+
+/* ------------------------------------------------------------------------
+ * The API
+ * ---------------------------------------------------------------------- */
+
+static int alloc_check_flags(int flags, uintptr_t *align)
+{
+    unsigned f = (unsigned)flags;
+    unsigned alloc = f & MOAT_ALLOC_FLAGS_MASK;
+    unsigned kind = alloc & (MOAT_RESERVE | MOAT_COMMIT_NOW | MOAT_COMMIT_ON_DEMAND);
+    if (!kind)
+        return EINVAL;
+    /* As in Intel's EMM, several kinds may be given: RESERVE wins; COMMIT_NOW
+     * with COMMIT_ON_DEMAND commits now and re-commits on demand later. */
+    if (kind & MOAT_RESERVE)
+        kind = MOAT_RESERVE;
+    if (alloc & ~(unsigned)(MOAT_RESERVE | MOAT_COMMIT_NOW | MOAT_COMMIT_ON_DEMAND |
+                            MOAT_GROWSDOWN | MOAT_GROWSUP | MOAT_FIXED))
+        return EINVAL;
+    if ((alloc & MOAT_GROWSDOWN) && (alloc & MOAT_GROWSUP))
+        return EINVAL;
+    if (f & 0x00FF0000u)
+        return EINVAL;
+    unsigned type = f & MOAT_PAGE_TYPE_MASK;
+    if (type != 0 && type != MOAT_PAGE_TYPE_REG && type != MOAT_PAGE_TYPE_TCS &&
+        type != MOAT_PAGE_TYPE_SS_FIRST && type != MOAT_PAGE_TYPE_SS_REST)
+        return EINVAL;
+    if (type && type != MOAT_PAGE_TYPE_REG && !(kind & MOAT_COMMIT_NOW))
+        return EINVAL;
+    unsigned shift = (f >> MOAT_ALIGNMENT_SHIFT) & 0xFF;
+    if (shift == 0)
+        shift = M_PAGE_SHIFT;
+    if (shift < M_PAGE_SHIFT || shift > 47)
+        return EINVAL;
+    *align = (uintptr_t)1 << shift;
+    return 0;
+}
+
+int moat_alloc(void *addr, size_t length, int flags, moat_fault_handler_t handler,
+               void *handler_private, void **out_addr)
+{
+    uintptr_t align;
+    int err = alloc_check_flags(flags, &align);
+    if (err)
+        return err;
+    if (!length || (length & (M_PAGE_SIZE - 1)))
+        return EINVAL;
+    uintptr_t a = (uintptr_t)addr;
+    if (a & (align - 1))
+        return EINVAL;
+    if ((flags & MOAT_FIXED) && !addr)
+        return EINVAL;
+    unsigned type = (unsigned)flags & MOAT_PAGE_TYPE_MASK;
+    if (type == MOAT_PAGE_TYPE_SS_FIRST && length != M_PAGE_SIZE)
+        return EINVAL;
+    if (!atomic_load(&m_engine.running))
+        return ENODEV;
+    /* EMM: a hint outside the user range is EPERM; a range that runs out of
+     * the enclave is EACCES */
+    if (addr && !m_engine_contains(a))
+        return EPERM;
+    if (addr && length > m_engine.base + m_engine.size - a)
+        return EACCES;
+    if (flags & MOAT_RESERVE)
+        flags &= ~(MOAT_COMMIT_NOW | MOAT_COMMIT_ON_DEMAND);
+
+    pthread_rwlock_wrlock(&rt.lock);
+    err = tab_reserve(3);
+    if (err)
+        goto out;
+    uintptr_t at = 0;
+    bool carve = false;
+    if (addr) {
+        /* an exact or hinted address: free, or only RESERVE areas there */
+        bool free_there = true, reserve_only = true;
+        for (size_t i = tab_first(a); i < rt.n && rt.tab[i].start < a + length; i++) {
+            free_there = false;
+            if (!m_region_is_reserve(&rt.tab[i]) || (rt.tab[i].flags & M_AREA_DYING))
+                reserve_only = false;
+        }
+        if (free_there || reserve_only) {
+            at = a;
+            carve = !free_there;
+        } else if (flags & MOAT_FIXED) {
+            err = EEXIST;
+            goto out;
+        }
+    }
+    if (!at && !tab_gap(m_engine.base, length, align, &at)) {
+        err = ENOMEM;
+        goto out;
+    }
+    if (carve)
+        tab_punch(at, at + length);
+
+    struct m_region_info r = {
+        .start = at,
+        .end = at + length,
+        .flags = flags & (MOAT_ALLOC_FLAGS_MASK | MOAT_PAGE_TYPE_MASK) & ~MOAT_FIXED,
+        .prot = MOAT_PROT_READ_WRITE,
+        .id = rt.next_id++,
+        .handler = handler,
+        .handler_private = handler_private,
+    };
+    if (!type)
+        r.flags |= MOAT_PAGE_TYPE_REG;
+    size_t npages = length >> M_PAGE_SHIFT;
+    int os_prot = MOAT_PROT_NONE;
+    if (flags & MOAT_COMMIT_NOW) {
+        bool tcs = type == MOAT_PAGE_TYPE_TCS;
+        uint32_t pf = M_PS_UNTOUCHED;
+        pf |= (uint32_t)(tcs ? MOAT_PROT_NONE : MOAT_PROT_READ_WRITE) << M_PF_PROT_SHIFT;
+        if (tcs)
+            pf |= M_PF_TCS;
+        size_t first = m_engine_index(at);
+        for (size_t i = 0; i < npages; i++) {
+            struct m_page *p = m_engine_page(first + i);
+            uint32_t f = m_page_lock(p);
+            m_page_unlock(p, (f & M_PF_INLIST) | pf);
+        }
+        m_counter_level(&m_engine.c.committed, &m_engine.c.peak_committed, npages);
+        os_prot = tcs ? MOAT_PROT_NONE : MOAT_PROT_READ_WRITE;
+    } else {
+        os_prot = area_idle_prot(&r);
+    }
+    err = os_protect(at, at + length, os_prot);
+    if (err)
+        goto out;
+    tab_insert(&r);
+    if (out_addr)
+        *out_addr = (void *)at;
+    m_debug("region", "alloc [%#lx, %#lx) flags %#x id %llu", (unsigned long)at,
+            (unsigned long)(at + length), (unsigned)flags, (unsigned long long)r.id);
+out:
+    pthread_rwlock_unlock(&rt.lock);
+    return err;
+}
+
+int moat_dealloc(void *addr, size_t length)
+{
+    uintptr_t start, end;
+    int err = check_range(addr, length, &start, &end);
+    if (err)
+        return err;
+    /* The areas being freed, remembered so RESERVE parts (which can be huge
+     * and have no pages) are only closed.  A fixed array: dealloc may run in
+     * a fault handler, where malloc is not safe.  With more pieces than fit,
+     * the whole range is walked page by page: slower, same result. */
+    struct piece {
+        uintptr_t s, e;
+        bool reserve;
+    } pieces[16];
+    size_t npieces = 0;
+    bool overflow = false;
+    pthread_rwlock_wrlock(&rt.lock);
+    for_areas(i, s, e, start, end)
+    {
+        if (rt.tab[i].flags & M_AREA_DYING) {
+            err = EBUSY; /* another thread is freeing part of it */
+            break;
+        }
+        if (npieces < 16)
+            pieces[npieces] = (struct piece){s, e, m_region_is_reserve(&rt.tab[i])};
+        else
+            overflow = true;
+        npieces++;
+    }
+    if (!err && !npieces)
+        err = EINVAL;
+    if (!err)
+        err = tab_reserve(3);
+    if (!err) {
+        tab_punch(start, end);
+        struct m_region_info dying = {.start = start, .end = end, .flags = M_AREA_DYING};
+        tab_insert(&dying);
+    }
+    pthread_rwlock_unlock(&rt.lock);
+    if (err)
+        return err;
+    if (overflow) {
+        range_release(start, end);
+    } else {
+        for (size_t k = 0; k < npieces; k++) {
+            /* release before closing: a page being sealed is read by the
+             * evictor, which must not fault on it */
+            if (!pieces[k].reserve)
+                range_release(pieces[k].s, pieces[k].e);
+            else
+                os_protect(pieces[k].s, pieces[k].e, MOAT_PROT_NONE);
+        }
+    }
+    pthread_rwlock_wrlock(&rt.lock);
+    tab_punch(start, end);
+    pthread_rwlock_unlock(&rt.lock);
+    return 0;
+}
+
+/* range_check_areas - the range is covered and no area in it is RESERVE;
+ * with need_on_demand, every area must be COMMIT_ON_DEMAND (else `code`). */
+static int range_check_areas(uintptr_t start, uintptr_t end, bool need_on_demand, int code)
+{
+    if (!tab_covered(start, end))
+        return EINVAL;
+    for_areas(i, s, e, start, end)
+    {
+        (void)s;
+        (void)e;
+        if (m_region_is_reserve(&rt.tab[i]))
+            return EACCES;
+        if (need_on_demand && !(rt.tab[i].flags & MOAT_COMMIT_ON_DEMAND))
+            return code;
+    }
+    return 0;
+}
+
+/* range_check_regular - every area over the range has a regular page type
+ * by Intel's bit test (type & REG: REG and SS_REST pass, TCS and SS_FIRST
+ * do not); `code` otherwise.  EMM refuses commit (EACCES) and
+ * modify_permissions (EPERM) on the others. */
+static int range_check_regular(uintptr_t start, uintptr_t end, int code)
+{
+    for_areas(i, s, e, start, end)
+    {
+        (void)s;
+        (void)e;
+        if (!(rt.tab[i].flags & MOAT_PAGE_TYPE_REG))
+            return code;
+    }
+    return 0;
+}
+
+int moat_commit(void *addr, size_t length)
+{
+    uintptr_t start, end;
+    int err = check_range(addr, length, &start, &end);
+    if (err)
+        return err;
+    pthread_rwlock_rdlock(&rt.lock);
+    err = range_check_areas(start, end, false, 0);
+    if (!err)
+        err = range_check_regular(start, end, EACCES);
+    /* EMM: pages that cannot be written (reduced permissions, TCS) are EACCES */
+    for (uintptr_t a = start; !err && a < end; a += M_PAGE_SIZE) {
+        uint32_t f = atomic_load(&m_engine_page(m_engine_index(a))->flags);
+        if (m_page_state(f) != M_PS_UNCOMMITTED &&
+            ((f & M_PF_TCS) || !(m_page_prot(f) & MOAT_PROT_WRITE)))
+            err = EACCES;
+    }
+    if (!err) {
+        for_areas(i, s, e, start, end)
+        {
+            struct m_region_info *r = &rt.tab[i];
+            bool closed = area_idle_prot(r) == MOAT_PROT_NONE;
+            uintptr_t run = 0; /* start of a run of newly committed pages */
+            for (uintptr_t a = s; a < e; a += M_PAGE_SIZE) {
+                struct m_page *p = m_engine_page(m_engine_index(a));
+                uint32_t f = m_page_lock(p);
+                bool fresh = m_page_state(f) == M_PS_UNCOMMITTED;
+                if (fresh) {
+                    f = m_page_set_state(f, M_PS_UNTOUCHED) & ~M_PF_PROT_MASK;
+                    f |= (uint32_t)r->prot << M_PF_PROT_SHIFT;
+                    m_counter_level(&m_engine.c.committed, &m_engine.c.peak_committed, 1);
+                }
+                m_page_unlock(p, f);
+                /* areas whose uncommitted pages are PROT_NONE (COMMIT_NOW,
+                 * custom handler): open the newly committed runs */
+                if (fresh && !run)
+                    run = a;
+                if (!fresh && run) {
+                    if (closed)
+                        os_protect(run, a, r->prot);
+                    run = 0;
+                }
+            }
+            if (run && closed)
+                os_protect(run, e, r->prot);
+        }
+    }
+    pthread_rwlock_unlock(&rt.lock);
+    return err;
+}
+
+int moat_uncommit(void *addr, size_t length)
+{
+    uintptr_t start, end;
+    int err = check_range(addr, length, &start, &end);
+    if (err)
+        return err;
+    pthread_rwlock_rdlock(&rt.lock);
+    err = range_check_areas(start, end, false, 0);
+    if (!err) {
+        for_areas(i, s, e, start, end)
+        {
+            int idle = area_idle_prot(&rt.tab[i]);
+            range_release(s, e);
+            if (idle != MOAT_PROT_NONE)
+                os_protect(s, e, idle);
+        }
+    }
+    pthread_rwlock_unlock(&rt.lock);
+    return err;
+}
+
+int moat_commit_data(void *addr, size_t length, uint8_t *data, int prot)
+{
+    uintptr_t start, end;
+    int err = check_range(addr, length, &start, &end);
+    if (err)
+        return err;
+    if (!data || (prot & ~MOAT_PROT_MASK))
+        return EINVAL;
+    pthread_rwlock_rdlock(&rt.lock);
+    err = range_check_areas(start, end, true, EINVAL);
+    for (uintptr_t a = start; !err && a < end; a += M_PAGE_SIZE)
+        if (m_page_state(atomic_load(&m_engine_page(m_engine_index(a))->flags)) != M_PS_UNCOMMITTED)
+            err = EACCES;
+    for (uintptr_t a = start; !err && a < end; a += M_PAGE_SIZE) {
+        size_t index = m_engine_index(a);
+        struct m_page *p = m_engine_page(index);
+        if (m_budget_charge(1) != 0) {
+            err = ENOMEM;
+            break;
+        }
+        uint32_t f = m_page_lock(p);
+        if (m_page_state(f) != M_PS_UNCOMMITTED) {
+            m_page_unlock(p, f);
+            m_budget_uncharge(1);
+            err = EACCES;
+            break;
+        }
+        err = m_fault_copy_in(a, data + (a - start));
+        if (err) {
+            m_page_unlock(p, f);
+            m_budget_uncharge(1);
+            break;
+        }
+        f = m_page_set_state(f, M_PS_RESIDENT) | M_PF_DIRTY;
+        f = (f & ~(M_PF_PROT_MASK | M_PF_WP)) | (uint32_t)prot << M_PF_PROT_SHIFT;
+        f = m_reclaim_track(index, f);
+        m_page_unlock(p, f);
+        m_counter_level(&m_engine.c.committed, &m_engine.c.peak_committed, 1);
+    }
+    if (!err)
+        err = os_protect(start, end, prot);
+    pthread_rwlock_unlock(&rt.lock);
+    return err;
+}
+
+int moat_modify_permissions(void *addr, size_t length, int prot)
+{
+    uintptr_t start, end;
+    int err = check_range(addr, length, &start, &end);
+    if (err)
+        return err;
+    if ((prot & ~MOAT_PROT_MASK) || ((prot & MOAT_PROT_EXEC) && !(prot & MOAT_PROT_READ)))
+        return EINVAL;
+    pthread_rwlock_rdlock(&rt.lock);
+    /* EMM: RESERVE areas and non-regular pages are EPERM, uncommitted pages
+     * EINVAL */
+    err = range_check_areas(start, end, false, 0);
+    if (err == EACCES)
+        err = EPERM;
+    if (!err)
+        err = range_check_regular(start, end, EPERM);
+    for (uintptr_t a = start; !err && a < end; a += M_PAGE_SIZE) {
+        uint32_t f = atomic_load(&m_engine_page(m_engine_index(a))->flags);
+        if (f & M_PF_TCS)
+            err = EPERM;
+        else if (m_page_state(f) == M_PS_UNCOMMITTED)
+            err = EINVAL;
+    }
+    for (uintptr_t a = start; !err && a < end; a += M_PAGE_SIZE) {
+        struct m_page *p = m_engine_page(m_engine_index(a));
+        uint32_t f = m_page_lock(p);
+        /* The new permissions are published before mprotect, and pages in
+         * flight are waited for: reclaim never reads a page it cannot. */
+        while (m_page_state(f) == M_PS_EVICTING || m_page_state(f) == M_PS_LOADING) {
+            m_page_unlock(p, f);
+            usleep(20);
+            f = m_page_lock(p);
+        }
+        /* A clean page that was not write-protected (it was read-only) must
+         * not be dropped clean once it can be written. */
+        if ((prot & MOAT_PROT_WRITE) && !(f & (M_PF_WP | M_PF_DIRTY)))
+            f |= M_PF_DIRTY;
+        f = (f & ~M_PF_PROT_MASK) | (uint32_t)prot << M_PF_PROT_SHIFT;
+        m_page_unlock(p, f);
+    }
+    if (!err)
+        err = os_protect(start, end, prot);
+    pthread_rwlock_unlock(&rt.lock);
+    return err;
+}
+
+int moat_modify_type(void *addr, size_t length, int type)
+{
+    uintptr_t start, end;
+    if (type != MOAT_PAGE_TYPE_TCS)
+        return EPERM;
+    int err = check_range(addr, length, &start, &end);
+    if (err)
+        return err;
+    if (length != M_PAGE_SIZE)
+        return EINVAL;
+    pthread_rwlock_rdlock(&rt.lock);
+    /* EMM: already TCS is a no-op; RESERVE or uncommitted is EACCES; a page
+     * that is not read-write is EPERM */
+    err = range_check_areas(start, end, false, 0);
+    size_t index = m_engine_index(start);
+    bool already = false;
+    if (!err) {
+        uint32_t f = atomic_load(&m_engine_page(index)->flags);
+        /* covered, so the area holding the page is at tab_first(start) */
+        int area_type = rt.tab[tab_first(start)].flags & MOAT_PAGE_TYPE_MASK;
+        if (f & M_PF_TCS)
+            already = true;
+        else if (area_type != MOAT_PAGE_TYPE_REG)
+            err = EACCES; /* EMM: only a REG page (exactly) becomes a TCS */
+        else if (m_page_state(f) == M_PS_UNCOMMITTED)
+            err = EACCES;
+        else if (m_page_prot(f) != MOAT_PROT_READ_WRITE)
+            err = EPERM;
+    }
+    if (already) {
+        pthread_rwlock_unlock(&rt.lock);
+        return 0;
+    }
+    if (!err)
+        err = m_fault_install(index, true);
+    if (!err) {
+        struct m_page *p = m_engine_page(index);
+        uint32_t f = m_page_lock(p);
+        f = (f & ~M_PF_PROT_MASK) | M_PF_TCS | M_PF_DIRTY;
+        m_page_unlock(p, f);
+        err = os_protect(start, end, MOAT_PROT_NONE);
+    }
+    pthread_rwlock_unlock(&rt.lock);
+    return err;
+}
+
+int moat_pin(void *addr, size_t length)
+{
+    uintptr_t start, end;
+    int err = check_range(addr, length, &start, &end);
+    if (err)
+        return err;
+    pthread_rwlock_rdlock(&rt.lock);
+    err = range_check_areas(start, end, false, 0);
+    size_t need = 0;
+    for (uintptr_t a = start; !err && a < end; a += M_PAGE_SIZE) {
+        uint32_t f = atomic_load(&m_engine_page(m_engine_index(a))->flags);
+        if (m_page_state(f) == M_PS_UNCOMMITTED)
+            err = EACCES;
+        else if (!(f & M_PF_PINNED))
+            need++;
+    }
+    if (!err && m_engine.budget_pages &&
+        atomic_load(&m_engine.c.unreclaimable) + need > m_engine.budget_pages - 1)
+        err = ENOMEM;
+    for (uintptr_t a = start; !err && a < end; a += M_PAGE_SIZE)
+        err = m_fault_install(m_engine_index(a), true);
+    pthread_rwlock_unlock(&rt.lock);
+    return err;
+}
+
+int moat_unpin(void *addr, size_t length)
+{
+    uintptr_t start, end;
+    int err = check_range(addr, length, &start, &end);
+    if (err)
+        return err;
+    pthread_rwlock_rdlock(&rt.lock);
+    err = range_check_areas(start, end, false, 0);
+    for (uintptr_t a = start; !err && a < end; a += M_PAGE_SIZE) {
+        size_t index = m_engine_index(a);
+        struct m_page *p = m_engine_page(index);
+        uint32_t f = m_page_lock(p);
+        if ((f & M_PF_PINNED) && !(f & M_PF_TCS)) {
+            f &= ~M_PF_PINNED;
+            m_counter_sub(&m_engine.c.unreclaimable, 1);
+            f = m_reclaim_track(index, f);
+        }
+        m_page_unlock(p, f);
+    }
+    pthread_rwlock_unlock(&rt.lock);
+    return err;
+}
+
+size_t m_region_count(void)
+{
+    pthread_rwlock_rdlock(&rt.lock);
+    size_t n = 0;
+    for (size_t i = 0; i < rt.n; i++)
+        n += !(rt.tab[i].flags & M_AREA_DYING);
+    pthread_rwlock_unlock(&rt.lock);
+    return n;
+}

@@ -1,0 +1,52 @@
+/*
+ * region.h - areas of the emulated ELRANGE (Intel EMM's "EMA") and the
+ * region half of the public API (moat_alloc and friends, in region.c).
+ *
+ * Areas are kept in an array sorted by address under one rwlock; page state
+ * lives in the engine's page table (common/engine.h), so the lock guards only
+ * the shape of the address space, never a page's contents or I/O.
+ */
+#ifndef M_REGION_REGION_H
+#define M_REGION_REGION_H
+
+#include <moat.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A copy of an area's attributes (areas can be split or freed at any time;
+ * callers never hold a pointer into the table). */
+struct m_region_info {
+    uintptr_t start, end;
+    int flags;   /* MOAT_RESERVE / COMMIT_NOW / COMMIT_ON_DEMAND | GROWS* | page type */
+    int prot;    /* permissions given to pages committed later */
+    uint64_t id; /* identity bound into every sealed page of the area */
+    moat_fault_handler_t handler;
+    void *handler_private;
+};
+
+int m_region_init(void);
+void m_region_shutdown(void);
+
+/* m_region_find - the area containing addr.  0, or ENOENT. */
+int m_region_find(uintptr_t addr, struct m_region_info *out);
+
+/* m_region_read_lock / m_region_find_locked / m_region_read_unlock - look
+ * up several areas under one hold of the table lock.  Reclaim uses this to
+ * learn the identity of its victims before marking them EVICTING: it must
+ * never wait for the table lock while it owns pages in flight, since dealloc
+ * holds that lock while it waits for them. */
+void m_region_read_lock(void);
+int m_region_find_locked(uintptr_t addr, struct m_region_info *out);
+void m_region_read_unlock(void);
+
+/* m_region_count - how many areas there are. */
+size_t m_region_count(void);
+
+static inline bool m_region_is_reserve(const struct m_region_info *r)
+{
+    return (r->flags & (MOAT_COMMIT_NOW | MOAT_COMMIT_ON_DEMAND)) == 0;
+}
+
+#endif
