@@ -1,0 +1,166 @@
+/*
+ * purge.c - the background purger: gives free pages back once the program
+ * has stopped freeing them.
+ *
+ * Pages freed in a burst are kept dirty for a moment (they coalesce into
+ * large spans, and a program that frees and allocates in waves reuses them
+ * without a decommit and the page faults after it).  But a program that
+ * frees and then goes quiet makes no further allocator call that could give
+ * them back.  So when a heap holds more dirty pages than its allowance, a
+ * thread ("moat-purge", started on first need, all signals blocked, never
+ * allocating) wakes 10 ms later and decommits the largest dirty spans of the
+ * heap down to half the allowance - unless the heap took pages from its
+ * free spans in the meantime (it is in a wave of allocations that may reuse
+ * them), in which case it looks again every 10 ms, for at most 100 ms.  Then
+ * it sleeps until the next free that crosses the allowance wakes it.  So
+ * memory a program frees is back in the region within about 10 ms of the
+ * program going quiet, and within 100 ms in any case.
+ *
+ * The thread is started from a point of the allocator where no lock is held
+ * (pthread_create allocates the new thread's TLS with malloc, which may be
+ * us).  MOAT_ALLOC_PURGE_THREAD=0 disables it: frees then purge on their own
+ * (up to twice the allowance late, see page.c).  After fork() the child has
+ * no purger; the next need starts one.
+ */
+#include "alloc/alloc_int.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define M_PURGE_PERIOD_NS (10L * 1000 * 1000)
+/* Periods a heap that keeps taking pages may postpone its purge. */
+#define M_PURGE_MAX_WAITS 10
+
+_Atomic int m_alloc_purge_wanted;
+
+static struct {
+    pthread_mutex_t lock; /* guards state and the condition */
+    pthread_cond_t cv;
+    _Atomic int state; /* 0 none, 1 starting or running, -1 disabled */
+    _Atomic bool idle; /* waiting without a timeout */
+} purger = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false};
+
+/* One pass over the heaps; true if a heap over its allowance is still
+ * busy taking pages (look again after a period). */
+static bool purge_pass(void)
+{
+    bool again = false;
+    pthread_mutex_lock(&m_alloc_global.lock);
+    for (struct moat_heap *h = m_alloc_global.heaps; h; h = h->next_heap) {
+        m_alloc_lock(&h->page_lock);
+        size_t retain = m_alloc_retain_pages(h);
+        if (h->pages_dirty > retain / 2) {
+            if (h->carves != h->purge_seen && h->purge_waits < M_PURGE_MAX_WAITS) {
+                /* it is still taking pages: those may be reused; wait */
+                h->purge_seen = h->carves;
+                h->purge_waits++;
+                again = true;
+            } else {
+                /* blocks parked in transit hold slabs: back to them first */
+                m_alloc_unlock(&h->page_lock);
+                m_alloc_drain_all(h, false);
+                m_alloc_lock(&h->page_lock);
+                m_alloc_purge(h, retain / 2);
+                h->purge_waits = 0;
+            }
+        }
+        m_alloc_unlock(&h->page_lock);
+    }
+    pthread_mutex_unlock(&m_alloc_global.lock);
+    return again;
+}
+
+static void *purger_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        pthread_mutex_lock(&purger.lock);
+        if (!atomic_exchange(&m_alloc_purge_wanted, 0)) {
+            /* nothing asked since the last pass: sleep until a free does */
+            purger.idle = true;
+            while (!atomic_load(&m_alloc_purge_wanted))
+                pthread_cond_wait(&purger.cv, &purger.lock);
+            purger.idle = false;
+            atomic_store(&m_alloc_purge_wanted, 0);
+        }
+        pthread_mutex_unlock(&purger.lock);
+        /* let the burst that asked finish: its pages coalesce meanwhile */
+        bool again;
+        do {
+            struct timespec ts = {0, M_PURGE_PERIOD_NS};
+            nanosleep(&ts, NULL);
+            again = purge_pass();
+        } while (again);
+    }
+    return NULL;
+}
+
+static bool purger_disabled(void)
+{
+    const char *s = getenv("MOAT_ALLOC_PURGE_THREAD");
+    return s && s[0] == '0';
+}
+
+void m_alloc_purger_kick(void)
+{
+    /* the common case, without the lock: running and awake, or disabled */
+    int st = atomic_load_explicit(&purger.state, memory_order_relaxed);
+    if (st == -1 || (st == 1 && !atomic_load_explicit(&purger.idle, memory_order_relaxed)))
+        return;
+    pthread_mutex_lock(&purger.lock);
+    int state = purger.state;
+    if (state == 0)
+        purger.state = purger_disabled() ? -1 : 1;
+    else if (state == 1 && purger.idle)
+        pthread_cond_signal(&purger.cv);
+    pthread_mutex_unlock(&purger.lock);
+    if (state != 0 || purger.state == -1)
+        return;
+    /* start it: no allocator lock is held here */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64u << 10);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t t;
+    int err = pthread_create(&t, &attr, purger_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (err) {
+        /* frees keep purging on their own */
+        pthread_mutex_lock(&purger.lock);
+        purger.state = -1;
+        pthread_mutex_unlock(&purger.lock);
+        return;
+    }
+    pthread_setname_np(t, "moat-purge");
+}
+
+bool m_alloc_purger_running(void)
+{
+    return atomic_load_explicit(&purger.state, memory_order_relaxed) == 1;
+}
+
+void m_alloc_purger_fork_prepare(void)
+{
+    pthread_mutex_lock(&purger.lock);
+}
+
+void m_alloc_purger_fork_parent(void)
+{
+    pthread_mutex_unlock(&purger.lock);
+}
+
+void m_alloc_purger_fork_child(void)
+{
+    /* the thread did not come along */
+    pthread_mutex_init(&purger.lock, NULL);
+    pthread_cond_init(&purger.cv, NULL);
+    if (purger.state == 1)
+        purger.state = 0;
+    purger.idle = false;
+}

@@ -1,0 +1,493 @@
+/*
+ * tcache.c - per-thread caches of free blocks: their bounds, how they adapt,
+ * and how a thread gives everything back.
+ *
+ * Bounds.  Each class's list holds at most `max` blocks, and the sum of
+ * max * block size over a thread's classes stays under the thread's byte
+ * cap: 1/64 of the heap's cap shared by the threads using it (a 64 MiB heap
+ * with 20 threads: 52 KiB a thread, 1 MiB in all), clamped to
+ * [16 KiB, 1 MiB]; uncapped heaps give each thread 8 MiB / threads in
+ * [64 KiB, 512 KiB].  The knob MOAT_ALLOC_TCACHE (or the heap config) fixes it.
+ *
+ * Adapting, with hysteresis.  A class's `max` starts at zero and grows by a
+ * batch each time the list runs dry and has to be refilled (slow start), as
+ * long as the thread's cap allows: only classes a thread really cycles
+ * through get room.  A list that overflows gives back all but max/2 blocks,
+ * so the next max/2 frees and allocations stay local.  Every 64 slow-path
+ * events, each list that did not run dry since the last look gives back
+ * half of its blocks and shrinks `max` by as much: a thread that stops
+ * using a class returns it within a few rounds, a class it keeps emptying
+ * does not move.
+ *
+ * Giving back.  moat_alloc_thread_flush (the end of an ECall) and thread
+ * exit hand every list back to its class and drain it into the slabs;
+ * thread exit also returns the cache structure to a pool, so a thread that
+ * lives for one call and dies leaves nothing behind.  When a capped heap runs
+ * short it bumps `pressure`, and every thread flushes at its next slow path.
+ *
+ * Thread-local storage is one initial-exec TLS block (the drop-in is
+ * preloaded, so its TLS is static and touching it never calls malloc); the
+ * exit hook is a pthread key destructor.
+ */
+#include "alloc/alloc_int.h"
+
+#include <sys/mman.h>
+
+__thread struct m_alloc_tls m_alloc_tls __attribute__((tls_model("initial-exec")));
+
+#define M_DECAY_EVENTS 64
+
+_Atomic uint8_t m_alloc_tag_live[256];
+static uint32_t tag_next = 1; /* global lock */
+
+/* A tag no live cache holds (global lock held); 0 if all 255 are taken,
+ * which only makes every free look remote-or-adoptable, never wrong. */
+static uint8_t tag_take(void)
+{
+    for (int i = 0; i < 255; i++) {
+        uint8_t t = (uint8_t)(1 + (tag_next + (uint32_t)i) % 255);
+        if (!atomic_load_explicit(&m_alloc_tag_live[t], memory_order_relaxed)) {
+            atomic_store_explicit(&m_alloc_tag_live[t], 1, memory_order_relaxed);
+            tag_next = t;
+            return t;
+        }
+    }
+    return 0;
+}
+
+static void tag_put(uint8_t t)
+{
+    if (t)
+        atomic_store_explicit(&m_alloc_tag_live[t], 0, memory_order_relaxed);
+}
+#define M_POOL_CHUNK (64u << 10)
+
+/* ------------------------------------------------------------------------
+ * The pool of cache structures (global lock held)
+ * ---------------------------------------------------------------------- */
+
+static struct m_alloc_tcache *pool_get(void)
+{
+    struct m_alloc_global *g = &m_alloc_global;
+    if (!g->pool) {
+        void *p =
+            mmap(NULL, M_POOL_CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return NULL;
+        g->pool_bytes += M_POOL_CHUNK;
+        size_t n = M_POOL_CHUNK / sizeof(struct m_alloc_tcache);
+        struct m_alloc_tcache *arr = p;
+        for (size_t i = 0; i < n; i++) {
+            arr[i].pool_next = g->pool;
+            g->pool = &arr[i];
+        }
+    }
+    struct m_alloc_tcache *tc = g->pool;
+    g->pool = tc->pool_next;
+    return tc;
+}
+
+static void pool_put(struct m_alloc_tcache *tc)
+{
+    tc->pool_next = m_alloc_global.pool;
+    m_alloc_global.pool = tc;
+}
+
+/* ------------------------------------------------------------------------
+ * Bounds
+ * ---------------------------------------------------------------------- */
+
+static size_t clampz(size_t v, size_t lo, size_t hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+size_t m_alloc_tcache_cap(const struct moat_heap *h)
+{
+    if (h->tcache_bytes)
+        return h->tcache_bytes;
+    size_t nt = atomic_load_explicit(&h->ntcaches, memory_order_relaxed);
+    if (nt == 0)
+        nt = 1;
+    if (h->limit_pages != SIZE_MAX)
+        return clampz(h->limit_pages * M_ALLOC_PAGE / 64 / nt, 16u << 10, 1u << 20);
+    return clampz((8u << 20) / nt, 64u << 10, 512u << 10);
+}
+
+/* ------------------------------------------------------------------------
+ * Moving blocks back to the classes
+ * ---------------------------------------------------------------------- */
+
+/* The pop of the slow paths: if the fast pop refused a non-empty list, the
+ * heap may have grown since the cache copied its bounds; refresh them and
+ * try again, and if the link is still out of bounds, it was overwritten. */
+uintptr_t m_alloc_bin_pop_checked(struct m_alloc_tcache *tc, const struct moat_heap *h, unsigned c,
+                                  size_t n)
+{
+    uintptr_t head = tc->bins[c].head;
+    if (head) {
+        uintptr_t next = m_alloc_dec(tc->key, head, ((uintptr_t *)head)[0]);
+        if (next & 15)
+            m_alloc_die_corrupt((void *)head);
+    }
+    uintptr_t blk = m_alloc_bin_pop(tc, c, n);
+    if (blk || !tc->bins[c].head)
+        return blk;
+    tc->lo = atomic_load_explicit(&h->lo, memory_order_acquire);
+    tc->span = atomic_load_explicit(&h->span, memory_order_relaxed);
+    blk = m_alloc_bin_pop(tc, c, n);
+    if (!blk)
+        m_alloc_die_corrupt((void *)tc->bins[c].head);
+    return blk;
+}
+
+/* Give back the first k blocks of bin c (transfer: see m_alloc_give_back). */
+static void bin_give_back(struct m_alloc_tcache *tc, unsigned c, uint32_t k, bool transfer)
+{
+    struct m_alloc_bin *b = &tc->bins[c];
+    struct moat_heap *h = tc->heap;
+    uint32_t count = b->count;
+    if (k > count)
+        k = count;
+    if (k == 0)
+        return;
+    uintptr_t first = b->head, last = first;
+    for (uint32_t i = 1; i < k; i++) {
+        uintptr_t next = m_alloc_dec(tc->key, last, ((uintptr_t *)last)[0]);
+        if (!m_alloc_link_ok(h, next) || !next)
+            m_alloc_die_corrupt((void *)last);
+        last = next;
+    }
+    uintptr_t rest = m_alloc_dec(tc->key, last, ((uintptr_t *)last)[0]);
+    if (!m_alloc_link_ok(h, rest))
+        m_alloc_die_corrupt((void *)last);
+    b->head = rest;
+    count -= k;
+    M_ALLOC_OWNER_SET(b->count, count);
+    m_alloc_give_back(h, c, first, last, k, transfer);
+}
+
+static void bin_shrink(struct m_alloc_tcache *tc, unsigned c, uint32_t by)
+{
+    struct m_alloc_bin *b = &tc->bins[c];
+    if (by > b->max)
+        by = b->max;
+    b->max -= by;
+    tc->max_bytes -= (size_t)by * m_alloc_class_size[c];
+}
+
+/* Give back the whole remote list of class c (it stays NULL-terminated:
+ * the first remote push linked to the empty list). */
+static void remote_give_back(struct m_alloc_tcache *tc, unsigned c, bool transfer)
+{
+    struct m_alloc_bin *b = &tc->bins[c];
+    uint32_t n = b->rcount;
+    if (!n)
+        return;
+    uintptr_t first = b->rhead, last = first;
+    for (uint32_t i = 1; i < n; i++) {
+        uintptr_t next = m_alloc_dec(tc->key, last, ((uintptr_t *)last)[0]);
+        if (!m_alloc_link_ok(tc->heap, next) || !next)
+            m_alloc_die_corrupt((void *)last);
+        last = next;
+    }
+    b->rhead = 0;
+    M_ALLOC_OWNER_SET(b->rcount, 0);
+    m_alloc_give_back(tc->heap, c, first, last, n, transfer);
+}
+
+/*
+ * A free of a block from a slab that another cache takes blocks from (its
+ * owner tag is not ours).  If that cache is gone (its thread exited), the
+ * slab is adopted: it becomes ours and the block goes onto our list.  Else
+ * the block goes onto the remote list, which is handed back a batch at a
+ * time (to the transfer slots, where the next refill - often the owner's -
+ * takes it whole): reusing it here would put this thread's writes on cache
+ * lines the owner's thread writes too.
+ */
+void m_alloc_free_remote(struct m_alloc_tcache *tc, unsigned c, uintptr_t a,
+                         struct m_alloc_pmap *head)
+{
+    uint8_t owner = __atomic_load_n(&head->owner, __ATOMIC_RELAXED);
+    if (!atomic_load_explicit(&m_alloc_tag_live[owner], memory_order_relaxed)) {
+        __atomic_store_n(&head->owner, tc->tag, __ATOMIC_RELAXED);
+        m_alloc_bin_push(tc, c, a);
+        return;
+    }
+    struct m_alloc_bin *b = &tc->bins[c];
+    uintptr_t *w = (uintptr_t *)a;
+    w[0] = m_alloc_enc(tc->key, a, b->rhead);
+    w[1] = m_alloc_tag(tc->key, a);
+    b->rhead = a;
+    uint32_t cnt = b->rcount + 1;
+    M_ALLOC_OWNER_SET(b->rcount, cnt);
+    if (cnt >= m_alloc_class_info[c].batch)
+        remote_give_back(tc, c, true);
+}
+
+void m_alloc_tcache_flush(struct m_alloc_tcache *tc)
+{
+    for (unsigned c = 0; c < M_ALLOC_NCLASSES; c++) {
+        uint32_t count = tc->bins[c].count;
+        if (count || tc->bins[c].rcount) {
+            bin_give_back(tc, c, count, false);
+            remote_give_back(tc, c, false);
+            m_alloc_class_drain(tc->heap, c, true);
+        }
+    }
+}
+
+/* Every M_DECAY_EVENTS slow paths: lists that never ran dry in the period
+ * hold more than the thread uses; each gives back half and its bound
+ * shrinks as much.  Then the cap is obeyed. */
+static void tcache_decay(struct m_alloc_tcache *tc)
+{
+    tc->cap_bytes = m_alloc_tcache_cap(tc->heap);
+    for (unsigned c = 0; c < M_ALLOC_NCLASSES; c++) {
+        struct m_alloc_bin *b = &tc->bins[c];
+        if (b->max == 0 && b->count == 0 && b->rcount == 0)
+            continue; /* a class this thread does not use */
+        if (b->refills == 0 && b->count > 0) {
+            uint32_t k = (b->count + 1) / 2;
+            bin_give_back(tc, c, k, false);
+            bin_shrink(tc, c, k);
+        }
+        b->refills = 0;
+        remote_give_back(tc, c, false);
+        /* chains nobody took for a whole period go back to their slabs */
+        m_alloc_class_drain(tc->heap, c, false);
+    }
+    if (tc->max_bytes > tc->cap_bytes) {
+        /* more threads share the heap now: halve every list */
+        for (unsigned c = 0; c < M_ALLOC_NCLASSES; c++) {
+            struct m_alloc_bin *b = &tc->bins[c];
+            bin_shrink(tc, c, (b->max + 1) / 2);
+            if (b->count > b->max)
+                bin_give_back(tc, c, b->count - b->max, false);
+        }
+    }
+}
+
+static void tcache_event(struct m_alloc_tcache *tc)
+{
+    uint32_t p = atomic_load_explicit(&tc->heap->pressure, memory_order_relaxed);
+    if (M_ALLOC_UNLIKELY(p != tc->pressure_seen)) {
+        tc->pressure_seen = p;
+        m_alloc_tcache_flush(tc);
+    }
+    if (++tc->events >= M_DECAY_EVENTS) {
+        tc->events = 0;
+        tcache_decay(tc);
+    }
+}
+
+/* Let a list grow by `by` blocks if the thread's cap allows. */
+static void bin_grow(struct m_alloc_tcache *tc, unsigned c, uint32_t by)
+{
+    struct m_alloc_bin *b = &tc->bins[c];
+    uint32_t cap = m_alloc_class_info[c].bin_cap;
+    if (b->max + by > cap)
+        by = cap - b->max;
+    size_t nbytes = (size_t)by * m_alloc_class_size[c];
+    if (by && tc->max_bytes + nbytes <= tc->cap_bytes) {
+        b->max += by;
+        tc->max_bytes += nbytes;
+    }
+}
+
+void m_alloc_tcache_overflow(struct m_alloc_tcache *tc, unsigned c)
+{
+    struct m_alloc_bin *b = &tc->bins[c];
+    uint32_t batch = m_alloc_class_info[c].batch;
+    /* a thread that only frees this class (a consumer) still gets one
+     * batch of room, so its blocks go back a batch at a time */
+    if (b->max < batch)
+        bin_grow(tc, c, batch - b->max);
+    uint32_t count = b->count;
+    if (count <= b->max)
+        return;
+    uint32_t keep = b->max / 2;
+    bin_give_back(tc, c, count - keep, true);
+    tcache_event(tc);
+    m_alloc_purge_check();
+}
+
+void *m_alloc_tcache_refill_pop(struct m_alloc_tcache *tc, unsigned c, size_t n)
+{
+    struct m_alloc_bin *b = &tc->bins[c];
+    struct moat_heap *h = tc->heap;
+    const struct m_alloc_class_info *ci = &m_alloc_class_info[c];
+    tcache_event(tc);
+    bin_grow(tc, c, ci->batch);
+    uint32_t want = b->max < ci->batch ? b->max : ci->batch;
+    if (want == 0)
+        want = 1;
+    uint32_t got = 0;
+    uintptr_t chain = m_alloc_refill(h, c, want, tc->tag, &got);
+    if (!got)
+        return NULL;
+    b->refills++;
+    M_ALLOC_OWNER_ADD(b->sample_bytes, n);
+    M_ALLOC_OWNER_ADD(b->samples, 1);
+    /* the list was empty: the chain becomes the list */
+    b->head = chain;
+    M_ALLOC_OWNER_SET(b->count, got);
+    return (void *)m_alloc_bin_pop_checked(tc, h, c, n);
+}
+
+/* ------------------------------------------------------------------------
+ * Creating and releasing caches
+ * ---------------------------------------------------------------------- */
+
+static void tcache_init(struct m_alloc_tcache *tc, struct moat_heap *h)
+{
+    struct m_alloc_tcache *pool_next = tc->pool_next;
+    __builtin_memset(tc, 0, sizeof *tc);
+    tc->pool_next = pool_next;
+    tc->heap = h;
+    atomic_store_explicit(&tc->live_heap, h, memory_order_relaxed);
+    atomic_store_explicit(&tc->heap_id, h->id, memory_order_relaxed);
+    tc->key[0] = h->key[0];
+    tc->key[1] = h->key[1];
+    tc->key[2] = h->key[2];
+    tc->lo = atomic_load_explicit(&h->lo, memory_order_acquire);
+    tc->span = atomic_load_explicit(&h->span, memory_order_relaxed);
+    tc->slot = h->slot;
+    tc->pressure_seen = atomic_load_explicit(&h->pressure, memory_order_relaxed);
+}
+
+/* Registry of a heap's caches (global lock held). */
+static void registry_add(struct moat_heap *h, struct m_alloc_tcache *tc)
+{
+    tc->reg_prev = NULL;
+    tc->reg_next = h->tcaches;
+    if (h->tcaches)
+        h->tcaches->reg_prev = tc;
+    h->tcaches = tc;
+    atomic_fetch_add_explicit(&h->ntcaches, 1, memory_order_relaxed);
+}
+
+static void registry_remove(struct moat_heap *h, struct m_alloc_tcache *tc)
+{
+    if (tc->reg_prev)
+        tc->reg_prev->reg_next = tc->reg_next;
+    else
+        h->tcaches = tc->reg_next;
+    if (tc->reg_next)
+        tc->reg_next->reg_prev = tc->reg_prev;
+    tc->reg_next = tc->reg_prev = NULL;
+    atomic_fetch_sub_explicit(&h->ntcaches, 1, memory_order_relaxed);
+}
+
+/* Flush tc into its heap, fold its statistics into the classes, unregister
+ * it (global lock held; the heap is alive). */
+static void tcache_retire(struct m_alloc_tcache *tc)
+{
+    struct moat_heap *h = tc->heap;
+    m_alloc_tcache_flush(tc);
+    for (unsigned c = 0; c < M_ALLOC_NCLASSES; c++) {
+        struct m_alloc_bin *b = &tc->bins[c];
+        atomic_fetch_add_explicit(&h->classes[c].allocs_done, b->allocs, memory_order_relaxed);
+        atomic_fetch_add_explicit(&h->classes[c].sample_bytes_done, b->sample_bytes,
+                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&h->classes[c].samples_done, b->samples, memory_order_relaxed);
+    }
+    registry_remove(h, tc);
+}
+
+void m_alloc_tcache_release(struct m_alloc_tcache *tc, bool heap_alive)
+{
+    pthread_mutex_lock(&m_alloc_global.lock);
+    if (heap_alive && atomic_load_explicit(&tc->heap_id, memory_order_relaxed) != 0)
+        tcache_retire(tc);
+    tag_put(tc->tag);
+    pool_put(tc);
+    pthread_mutex_unlock(&m_alloc_global.lock);
+    m_alloc_purge_check();
+}
+
+struct m_alloc_tcache *m_alloc_tcache_get(struct moat_heap *h)
+{
+    if (h->slot == M_ALLOC_NO_SLOT)
+        return NULL;
+    struct m_alloc_tls *t = &m_alloc_tls;
+    struct m_alloc_tcache *tc = t->tc[h->slot];
+    if (tc && atomic_load_explicit(&tc->heap_id, memory_order_relaxed) == h->id)
+        return tc;
+    if (t->state == M_ALLOC_TLS_BUSY || t->state == M_ALLOC_TLS_DEAD)
+        return NULL;
+    int prev = t->state;
+    t->state = M_ALLOC_TLS_BUSY; /* whatever runs below allocates uncached */
+    if (tc) {
+        /* left over from a destroyed heap that had this slot */
+        t->tc[h->slot] = NULL;
+        if (t->dflt == tc)
+            t->dflt = NULL;
+        m_alloc_tcache_release(tc, false);
+    }
+    if (prev == M_ALLOC_TLS_NEW)
+        pthread_setspecific(m_alloc_global.key, (void *)1);
+    pthread_mutex_lock(&m_alloc_global.lock);
+    tc = pool_get();
+    if (tc) {
+        tcache_init(tc, h);
+        tc->tag = tag_take();
+        registry_add(h, tc);
+        tc->cap_bytes = m_alloc_tcache_cap(h);
+    }
+    pthread_mutex_unlock(&m_alloc_global.lock);
+    t->tc[h->slot] = tc;
+    t->state = M_ALLOC_TLS_LIVE;
+    return tc;
+}
+
+/* Orphan every cache of a heap being destroyed (global lock held): their
+ * threads find heap_id 0 and drop them without touching the heap. */
+void m_alloc_tcache_orphan_all(struct moat_heap *h)
+{
+    while (h->tcaches) {
+        struct m_alloc_tcache *tc = h->tcaches;
+        registry_remove(h, tc);
+        atomic_store_explicit(&tc->heap_id, 0, memory_order_relaxed);
+        atomic_store_explicit(&tc->live_heap, NULL, memory_order_relaxed);
+    }
+}
+
+void m_alloc_thread_exit(void *arg)
+{
+    (void)arg;
+    struct m_alloc_tls *t = &m_alloc_tls;
+    t->state = M_ALLOC_TLS_DEAD;
+    t->dflt = NULL;
+    for (int s = 0; s < M_ALLOC_TLS_SLOTS; s++) {
+        struct m_alloc_tcache *tc = t->tc[s];
+        if (!tc)
+            continue;
+        t->tc[s] = NULL;
+        m_alloc_tcache_release(tc, true);
+    }
+}
+
+/* In a child after fork(): only this thread exists; the caches of the
+ * others will never be used again.  They are dropped, not flushed: their
+ * threads may have been in the middle of a push or pop when fork() ran, so
+ * their lists cannot be trusted.  Their blocks (a few KiB a thread, within
+ * the cache cap) stay counted as in use in the child. */
+void m_alloc_tcache_fork_child(void)
+{
+    struct m_alloc_tls *t = &m_alloc_tls;
+    pthread_mutex_lock(&m_alloc_global.lock);
+    for (struct moat_heap *h = m_alloc_global.heaps; h; h = h->next_heap) {
+        struct m_alloc_tcache *tc = h->tcaches;
+        while (tc) {
+            struct m_alloc_tcache *next = tc->reg_next;
+            if (tc->slot >= M_ALLOC_TLS_SLOTS || t->tc[tc->slot] != tc) {
+                registry_remove(h, tc);
+                tag_put(tc->tag);
+                pool_put(tc);
+            }
+            tc = next;
+        }
+    }
+    pthread_mutex_unlock(&m_alloc_global.lock);
+}
