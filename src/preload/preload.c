@@ -1,0 +1,624 @@
+/*
+ * preload.c - libmoat_preload.so: run an unmodified program's private
+ * anonymous memory under moat.
+ *
+ * The library is loaded with LD_PRELOAD (by `moat run`).  Its constructor
+ * starts the engine from the environment (moat_init(NULL): MOAT_BUDGET,
+ * MOAT_LOW, MOAT_HIGH, MOAT_STORE, ...), and it interposes mmap, munmap,
+ * mremap, madvise and mprotect:
+ *
+ *   - a private anonymous read-write mmap without MAP_FIXED becomes a
+ *     COMMIT_ON_DEMAND region; everything else (PROT_NONE reservations,
+ *     MAP_SHARED, files, MAP_STACK/GROWSDOWN, huge pages, ...) goes to the
+ *     kernel unchanged;
+ *   - munmap, mremap, madvise(DONTNEED/FREE) and mprotect on the ELRANGE go
+ *     to moat_dealloc, a new region plus a copy, moat_uncommit and
+ *     moat_modify_permissions; the parts of a call outside the ELRANGE go to
+ *     the kernel.
+ *
+ * The engine itself calls mmap & co. on its own memory (the ELRANGE, its
+ * page table, I/O buffers, zapping evicted pages).  Those calls must reach
+ * the kernel, not this file: the build renames the engine's references to
+ * m_preload_sys_* (objcopy --redefine-sym, see CMakeLists.txt), which are
+ * raw system calls below.  Calls from libraries the engine uses while this
+ * library is calling into the engine are sent to the kernel by a
+ * thread-local guard.  glibc's own malloc calls its internal __mmap, which
+ * no LD_PRELOAD library can see: its large blocks stay outside moat until
+ * moat's allocator serves malloc (docs/run.md).
+ *
+ * fork: the ELRANGE is MADV_DONTFORK, so a child has no managed memory.
+ * fork followed by exec needs nothing; a child that touches managed memory
+ * without exec is stopped with a message instead of reading zeros.
+ *
+ * Statistics are published in /dev/shm/moat-<pid>.stats (stats_block.h)
+ * by a thread every MOAT_STATS_INTERVAL ms (default 100) and at exit
+ * (exit() or _exit(), which is interposed for this alone).
+ */
+/* mmap and mmap64 are both defined here: no header redirection of one to
+ * the other (hiredis's flags bring _FILE_OFFSET_BITS=64). */
+#undef _FILE_OFFSET_BITS
+
+#include "preload/stats_block.h"
+
+#include <moat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PL_EXPORT   __attribute__((visibility("default")))
+#define PL_EXIT_RUN 4 /* `moat` exit code for a runtime failure (tools/moat/cli.h) */
+
+/* ------------------------------------------------------------------------
+ * The kernel's functions, as raw system calls
+ * ---------------------------------------------------------------------- */
+
+/* The engine's own calls land here (renamed at link time), as do the calls
+ * this file passes on.  syscall() returns -1 and sets errno like the libc
+ * wrappers. */
+__attribute__((visibility("hidden"))) void *m_preload_sys_mmap(void *addr, size_t len, int prot,
+                                                               int flags, int fd, off_t off)
+{
+    return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+}
+
+__attribute__((visibility("hidden"))) void *m_preload_sys_mmap64(void *addr, size_t len, int prot,
+                                                                 int flags, int fd, off_t off)
+{
+    return m_preload_sys_mmap(addr, len, prot, flags, fd, off);
+}
+
+__attribute__((visibility("hidden"))) int m_preload_sys_munmap(void *addr, size_t len)
+{
+    return (int)syscall(SYS_munmap, addr, len);
+}
+
+__attribute__((visibility("hidden"))) int m_preload_sys_mprotect(void *addr, size_t len, int prot)
+{
+    return (int)syscall(SYS_mprotect, addr, len, prot);
+}
+
+__attribute__((visibility("hidden"))) int m_preload_sys_madvise(void *addr, size_t len, int advice)
+{
+    return (int)syscall(SYS_madvise, addr, len, advice);
+}
+
+__attribute__((visibility("hidden"))) void *m_preload_sys_mremap(void *old, size_t oldlen,
+                                                                 size_t newlen, int flags, ...)
+{
+    void *newaddr = NULL;
+    if (flags & MREMAP_FIXED) {
+        va_list ap;
+        va_start(ap, flags);
+        newaddr = va_arg(ap, void *);
+        va_end(ap);
+    }
+    return (void *)syscall(SYS_mremap, old, oldlen, newlen, flags, newaddr);
+}
+
+/* ------------------------------------------------------------------------
+ * State
+ * ---------------------------------------------------------------------- */
+
+enum { PL_OFF = 0, PL_ON = 1, PL_FORKED = 2 };
+
+static struct {
+    _Atomic int state;         /* PL_*: set once by the constructor, then by fork */
+    uintptr_t base, end;       /* the ELRANGE; constant once PL_ON */
+    pid_t pid;                 /* the process that started moat */
+    struct m_stats_block *blk; /* the published block (shared), or NULL */
+    struct m_stats_block cur;  /* what is published next; guarded by blk_lock */
+    bool blk_unlink;           /* we created the block, so we remove it at exit */
+    char blk_path[64];
+    pthread_mutex_t blk_lock; /* serialises updates of blk (thread vs exit) */
+    unsigned interval_ms;
+    struct timespec start;
+    struct sigaction prev_segv; /* the handler a forked child chains to */
+    _Atomic int warned_full;
+} pl = {.blk_lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Set while this thread is inside the engine on this library's behalf:
+ * anything the engine's libraries map meanwhile goes to the kernel.
+ * initial-exec: no allocation on first access, safe in a preload. */
+static __thread int pl_in_moat __attribute__((tls_model("initial-exec")));
+
+static inline bool pl_active(void)
+{
+    return atomic_load_explicit(&pl.state, memory_order_acquire) == PL_ON && !pl_in_moat;
+}
+
+static inline uintptr_t pl_round_up(size_t n)
+{
+    return ((uintptr_t)n + MOAT_PAGE_SIZE - 1) & ~(MOAT_PAGE_SIZE - 1);
+}
+
+/* Split [a, a+n) into the part below the ELRANGE, the part inside it and the
+ * part above it.  Returns true if the inside part is not empty. */
+struct pl_split {
+    uintptr_t lo_s, lo_e, in_s, in_e, hi_s, hi_e;
+};
+
+static bool pl_split_range(uintptr_t a, size_t n, struct pl_split *sp)
+{
+    uintptr_t e = a + pl_round_up(n);
+    if (e < a)
+        e = UINTPTR_MAX & ~(MOAT_PAGE_SIZE - 1);
+    sp->lo_s = a;
+    sp->lo_e = a < pl.base ? (e < pl.base ? e : pl.base) : a;
+    sp->in_s = a > pl.base ? a : pl.base;
+    sp->in_e = e < pl.end ? e : pl.end;
+    sp->hi_s = a > pl.end ? a : pl.end;
+    sp->hi_e = e > pl.end ? e : sp->hi_s;
+    if (sp->in_s >= sp->in_e)
+        sp->in_s = sp->in_e = 0;
+    return sp->in_e > sp->in_s;
+}
+
+static inline int pl_fail(int err)
+{
+    errno = err;
+    return -1;
+}
+
+/* Retry a region call that another thread's concurrent dealloc made busy. */
+static int pl_dealloc(uintptr_t s, uintptr_t e)
+{
+    int err;
+    pl_in_moat++;
+    for (int i = 0; (err = moat_dealloc((void *)s, e - s)) == EBUSY && i < 1000; i++)
+        sched_yield();
+    pl_in_moat--;
+    return err == EINVAL ? 0 : err; /* nothing there: munmap of a hole is fine */
+}
+
+/* ------------------------------------------------------------------------
+ * mmap / munmap
+ * ---------------------------------------------------------------------- */
+
+/* Private anonymous read-write memory, nothing exotic: what moat serves. */
+static bool pl_mmap_is_managed(int prot, int flags)
+{
+    const int plain = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_POPULATE;
+    return prot == (PROT_READ | PROT_WRITE) && (flags & MAP_TYPE) == MAP_PRIVATE &&
+           (flags & MAP_ANONYMOUS) && !(flags & ~plain);
+}
+
+static void *pl_mmap_managed(void *addr, size_t len, int fixed, bool replace)
+{
+    uintptr_t hint = (uintptr_t)addr;
+    void *out = NULL;
+    if (hint < pl.base || hint >= pl.end || (hint & (MOAT_PAGE_SIZE - 1)))
+        hint = 0;
+    pl_in_moat++;
+    int err =
+        moat_alloc((void *)hint, pl_round_up(len), MOAT_COMMIT_ON_DEMAND | fixed, NULL, NULL, &out);
+    if (err == EEXIST && fixed && replace) {
+        /* MAP_FIXED replaces what was there, as the kernel would. */
+        pl_in_moat--;
+        err = pl_dealloc(hint, hint + pl_round_up(len));
+        pl_in_moat++;
+        if (!err)
+            err = moat_alloc((void *)hint, pl_round_up(len), MOAT_COMMIT_ON_DEMAND | fixed, NULL,
+                             NULL, &out);
+    }
+    pl_in_moat--;
+    if (err) {
+        errno = err;
+        return MAP_FAILED;
+    }
+    return out;
+}
+
+PL_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    if (pl_active() && len) {
+        int fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE);
+        bool managed = pl_mmap_is_managed(prot, flags & ~fixed);
+        if (!fixed && managed) {
+            void *p = pl_mmap_managed(addr, len, 0, false);
+            if (p != MAP_FAILED || errno != ENOMEM)
+                return p;
+            /* The ELRANGE is full: the kernel serves it, outside the budget. */
+            if (!atomic_exchange(&pl.warned_full, 1))
+                fprintf(stderr, "moat: the managed range is full; further mappings are not "
+                                "under the budget (raise MOAT_RANGE)\n");
+        } else if (fixed) {
+            struct pl_split sp;
+            if (pl_split_range((uintptr_t)addr, len, &sp)) {
+                if (!managed || sp.lo_e > sp.lo_s || sp.hi_e > sp.hi_s) {
+                    /* A foreign mapping inside the ELRANGE would break the
+                     * engine's reservation: refuse it. */
+                    errno = (flags & MAP_FIXED) ? ENOMEM : EEXIST;
+                    return MAP_FAILED;
+                }
+                /* MAP_FIXED replaces what is there; NOREPLACE fails with
+                 * EEXIST, as moat's FIXED does. */
+                return pl_mmap_managed(addr, len, MOAT_FIXED, flags & MAP_FIXED);
+            }
+        }
+    }
+    return m_preload_sys_mmap(addr, len, prot, flags, fd, off);
+}
+
+PL_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    return mmap(addr, len, prot, flags, fd, off);
+}
+
+PL_EXPORT int munmap(void *addr, size_t len)
+{
+    struct pl_split sp;
+    if (!pl_active() || !pl_split_range((uintptr_t)addr, len, &sp))
+        return m_preload_sys_munmap(addr, len);
+    if (((uintptr_t)addr & (MOAT_PAGE_SIZE - 1)) || !len)
+        return pl_fail(EINVAL);
+    if (sp.lo_e > sp.lo_s && m_preload_sys_munmap((void *)sp.lo_s, sp.lo_e - sp.lo_s) != 0)
+        return -1;
+    if (sp.hi_e > sp.hi_s && m_preload_sys_munmap((void *)sp.hi_s, sp.hi_e - sp.hi_s) != 0)
+        return -1;
+    int err = pl_dealloc(sp.in_s, sp.in_e);
+    return err ? pl_fail(err) : 0;
+}
+
+/* ------------------------------------------------------------------------
+ * mremap
+ * ---------------------------------------------------------------------- */
+
+PL_EXPORT void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
+{
+    void *newaddr = NULL;
+    if (flags & MREMAP_FIXED) {
+        va_list ap;
+        va_start(ap, flags);
+        newaddr = va_arg(ap, void *);
+        va_end(ap);
+    }
+    struct pl_split sp;
+    if (!pl_active() || !pl_split_range((uintptr_t)old, oldlen ? oldlen : 1, &sp))
+        return m_preload_sys_mremap(old, oldlen, newlen, flags, newaddr);
+    uintptr_t o = (uintptr_t)old;
+    size_t on = pl_round_up(oldlen), nn = pl_round_up(newlen);
+    if ((o & (MOAT_PAGE_SIZE - 1)) || !oldlen || !newlen || sp.lo_e > sp.lo_s ||
+        sp.hi_e > sp.hi_s || (flags & ~MREMAP_MAYMOVE)) {
+        /* Duplicating (oldlen 0), MREMAP_FIXED and DONTUNMAP of managed
+         * memory are not supported. */
+        errno = EINVAL;
+        return MAP_FAILED;
+    }
+    if (nn <= on) {
+        int err = nn < on ? pl_dealloc(o + nn, o + on) : 0;
+        if (err) {
+            errno = err;
+            return MAP_FAILED;
+        }
+        return old;
+    }
+    /* Grow in place when the addresses after it are free. */
+    void *out = NULL;
+    pl_in_moat++;
+    int err = o + nn <= pl.end ? moat_alloc((void *)(o + on), nn - on,
+                                            MOAT_COMMIT_ON_DEMAND | MOAT_FIXED, NULL, NULL, &out)
+                               : ENOMEM;
+    pl_in_moat--;
+    if (!err)
+        return old;
+    if (!(flags & MREMAP_MAYMOVE)) {
+        errno = ENOMEM;
+        return MAP_FAILED;
+    }
+    void *p = pl_mmap_managed(NULL, nn, 0, false);
+    if (p == MAP_FAILED)
+        return p;
+    /* The copy pages the old contents through the budget like any access
+     * (uncommitted pages read as zeros and are committed by the read). */
+    memcpy(p, old, on);
+    err = pl_dealloc(o, o + on);
+    if (err) {
+        pl_dealloc((uintptr_t)p, (uintptr_t)p + nn);
+        errno = err;
+        return MAP_FAILED;
+    }
+    return p;
+}
+
+/* ------------------------------------------------------------------------
+ * madvise / mprotect
+ * ---------------------------------------------------------------------- */
+
+/* Discard pages: an uncommitted page of a COMMIT_ON_DEMAND area reads as
+ * zeros at its next touch, which is what MADV_DONTNEED promises. */
+static int pl_discard(uintptr_t s, uintptr_t e)
+{
+    pl_in_moat++;
+    int err = moat_uncommit((void *)s, e - s);
+    if (err == EINVAL || err == EACCES) {
+        /* The range spans holes or several kinds of areas: page by page,
+         * skipping what is not managed on-demand memory. */
+        err = 0;
+        for (uintptr_t a = s; a < e; a += MOAT_PAGE_SIZE)
+            (void)moat_uncommit((void *)a, MOAT_PAGE_SIZE);
+    }
+    pl_in_moat--;
+    return err;
+}
+
+PL_EXPORT int madvise(void *addr, size_t len, int advice)
+{
+    struct pl_split sp;
+    if (!pl_active() || !pl_split_range((uintptr_t)addr, len, &sp))
+        return m_preload_sys_madvise(addr, len, advice);
+    if ((uintptr_t)addr & (MOAT_PAGE_SIZE - 1))
+        return pl_fail(EINVAL);
+    if (sp.lo_e > sp.lo_s && m_preload_sys_madvise((void *)sp.lo_s, sp.lo_e - sp.lo_s, advice))
+        return -1;
+    if (sp.hi_e > sp.hi_s && m_preload_sys_madvise((void *)sp.hi_s, sp.hi_e - sp.hi_s, advice))
+        return -1;
+    switch (advice) {
+    case MADV_DONTNEED:
+    case MADV_FREE:
+    case MADV_REMOVE:
+    case 24: /* MADV_DONTNEED_LOCKED */ {
+        int err = pl_discard(sp.in_s, sp.in_e);
+        return err ? pl_fail(err) : 0;
+    }
+    default:
+        /* Hints (WILLNEED, HUGEPAGE, DONTDUMP, ...) mean nothing to moat's
+         * pages, and must not reach the kernel, which would act behind the
+         * engine's back. */
+        return 0;
+    }
+}
+
+PL_EXPORT int mprotect(void *addr, size_t len, int prot)
+{
+    struct pl_split sp;
+    if (!pl_active() || !pl_split_range((uintptr_t)addr, len, &sp))
+        return m_preload_sys_mprotect(addr, len, prot);
+    if (((uintptr_t)addr & (MOAT_PAGE_SIZE - 1)) || (prot & ~MOAT_PROT_MASK))
+        return pl_fail(EINVAL);
+    if (sp.lo_e > sp.lo_s && m_preload_sys_mprotect((void *)sp.lo_s, sp.lo_e - sp.lo_s, prot))
+        return -1;
+    if (sp.hi_e > sp.hi_s && m_preload_sys_mprotect((void *)sp.hi_s, sp.hi_e - sp.hi_s, prot))
+        return -1;
+    /* EMM changes the permissions of committed pages only: commit first
+     * (commit costs no memory, a page is materialised at its first touch). */
+    pl_in_moat++;
+    (void)moat_commit((void *)sp.in_s, sp.in_e - sp.in_s);
+    int err = moat_modify_permissions((void *)sp.in_s, sp.in_e - sp.in_s, prot);
+    pl_in_moat--;
+    if (err == EINVAL || err == EACCES)
+        err = ENOMEM; /* what the kernel says for addresses that are not mapped */
+    return err ? pl_fail(err) : 0;
+}
+
+/* ------------------------------------------------------------------------
+ * The statistics block
+ * ---------------------------------------------------------------------- */
+
+static uint64_t pl_ns_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)(t.tv_sec - t0->tv_sec) * 1000000000ull + (uint64_t)t.tv_nsec -
+           (uint64_t)t0->tv_nsec;
+}
+
+/* Copy `cur` into the shared block under the sequence lock, word by word
+ * with atomic stores: the odd sequence number is ordered before the data
+ * by the release stores of the data, the data before the even number by
+ * its release store (no fences: ThreadSanitizer does not model them). */
+static void pl_block_write(void)
+{
+    _Static_assert(sizeof(struct m_stats_block) % 8 == 0, "the block is copied in words");
+    _Atomic uint64_t *dst = (_Atomic uint64_t *)(void *)pl.blk;
+    const uint64_t *src = (const uint64_t *)(const void *)&pl.cur;
+    const size_t seq_word = offsetof(struct m_stats_block, seq) / 8;
+    uint64_t seq = atomic_load_explicit(&dst[seq_word], memory_order_relaxed);
+    atomic_store_explicit(&dst[seq_word], seq + 1, memory_order_relaxed);
+    for (size_t i = 0; i < sizeof(struct m_stats_block) / 8; i++)
+        if (i != seq_word)
+            atomic_store_explicit(&dst[i], src[i], memory_order_release);
+    atomic_store_explicit(&dst[seq_word], seq + 2, memory_order_release);
+}
+
+static void pl_publish(uint32_t state)
+{
+    if (!pl.blk)
+        return;
+    struct moat_stats st;
+    pl_in_moat++;
+    int err = state == M_STATS_FAILED ? ENODEV : moat_stats(&st);
+    pl_in_moat--;
+    pthread_mutex_lock(&pl.blk_lock);
+    pl.cur.state = state;
+    pl.cur.elapsed_ns = pl_ns_since(&pl.start);
+    if (!err)
+        pl.cur.stats = st;
+    pl.cur.updates++;
+    pl_block_write();
+    pthread_mutex_unlock(&pl.blk_lock);
+}
+
+static void *pl_publisher(void *arg)
+{
+    (void)arg;
+    struct timespec d = {.tv_sec = pl.interval_ms / 1000,
+                         .tv_nsec = (long)(pl.interval_ms % 1000) * 1000000L};
+    for (;;) {
+        nanosleep(&d, NULL);
+        if (atomic_load(&pl.state) != PL_ON)
+            return NULL;
+        pl_publish(M_STATS_RUNNING);
+    }
+}
+
+/* Open (moat run made it) or create /dev/shm/moat-<pid>.stats. */
+static void pl_block_open(void)
+{
+    const char *owner = getenv("MOAT_STATS_OWNER");
+    const char *iv = getenv("MOAT_STATS_INTERVAL");
+    long ms = iv ? strtol(iv, NULL, 10) : 100;
+    pl.interval_ms = ms >= 10 && ms <= 60000 ? (unsigned)ms : 100;
+    bool made_by_run = owner && strtol(owner, NULL, 10) == (long)pl.pid;
+    char name[64];
+    snprintf(name, sizeof name, "/" M_STATS_BLOCK_NAME, (long)pl.pid);
+    snprintf(pl.blk_path, sizeof pl.blk_path, M_STATS_BLOCK_DIR M_STATS_BLOCK_NAME, (long)pl.pid);
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "moat: cannot publish statistics in %s: %s\n", pl.blk_path,
+                strerror(errno));
+        return;
+    }
+    pl.blk_unlink = !made_by_run;
+    void *p = MAP_FAILED;
+    /* A block of ours starts zeroed, whatever a dead process of the same
+     * pid left there. */
+    if ((made_by_run || ftruncate(fd, 0) == 0) &&
+        ftruncate(fd, (off_t)sizeof(struct m_stats_block)) == 0)
+        p = m_preload_sys_mmap(NULL, sizeof(struct m_stats_block), PROT_READ | PROT_WRITE,
+                               MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        fprintf(stderr, "moat: cannot map %s: %s\n", pl.blk_path, strerror(errno));
+        if (pl.blk_unlink)
+            shm_unlink(name);
+        return;
+    }
+    struct m_stats_block *b = &pl.cur;
+    b->magic = M_STATS_BLOCK_MAGIC;
+    b->version = M_STATS_BLOCK_VERSION;
+    b->pid = pl.pid;
+    b->interval_ms = pl.interval_ms;
+    const char *run = getenv("MOAT_RUN_PID");
+    b->run_pid = run ? strtol(run, NULL, 10) : 0;
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    b->start_realtime_ns = (uint64_t)rt.tv_sec * 1000000000ull + (uint64_t)rt.tv_nsec;
+    pl.blk = p;
+}
+
+/* ------------------------------------------------------------------------
+ * fork
+ * ---------------------------------------------------------------------- */
+
+static void pl_child_segv(int sig, siginfo_t *si, void *uc)
+{
+    uintptr_t a = (uintptr_t)si->si_addr;
+    if (a >= pl.base && a < pl.end) {
+        static const char msg[] = "moat: fork() without exec is not supported yet: the child "
+                                  "cannot see managed memory\n";
+        ssize_t r = write(STDERR_FILENO, msg, sizeof msg - 1);
+        (void)r;
+        signal(SIGSEGV, SIG_DFL); /* the access faults again and kills the child */
+        return;
+    }
+    if ((pl.prev_segv.sa_flags & SA_SIGINFO) && pl.prev_segv.sa_sigaction)
+        pl.prev_segv.sa_sigaction(sig, si, uc);
+    else if (pl.prev_segv.sa_handler != SIG_IGN && pl.prev_segv.sa_handler != SIG_DFL)
+        pl.prev_segv.sa_handler(sig);
+    else
+        signal(SIGSEGV, SIG_DFL);
+}
+
+/* The child of a fork has no ELRANGE (MADV_DONTFORK) and no engine threads:
+ * moat is off in it.  The addresses stay reserved so that nothing else lands
+ * there, and an access to them stops the child with a message. */
+static void pl_atfork_child(void)
+{
+    if (atomic_load(&pl.state) != PL_ON)
+        return;
+    atomic_store(&pl.state, PL_FORKED);
+    m_preload_sys_mmap((void *)pl.base, pl.end - pl.base, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = pl_child_segv;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &pl.prev_segv);
+}
+
+/* ------------------------------------------------------------------------
+ * Start and exit
+ * ---------------------------------------------------------------------- */
+
+__attribute__((constructor)) static void pl_start(void)
+{
+    pl.pid = getpid();
+    clock_gettime(CLOCK_MONOTONIC, &pl.start);
+    pl_in_moat++;
+    pl_block_open();
+    int err = moat_init(NULL);
+    if (err) {
+        fprintf(stderr, "moat: cannot start moat in process %ld: %s (see the lines above)\n",
+                (long)pl.pid, strerror(err));
+        if (pl.blk) {
+            pl_publish(M_STATS_FAILED);
+            if (pl.blk_unlink)
+                unlink(pl.blk_path);
+        }
+        _exit(PL_EXIT_RUN);
+    }
+    void *base;
+    size_t size;
+    moat_range(&base, &size);
+    pl.base = (uintptr_t)base;
+    pl.end = pl.base + size;
+    /* A store path names one file: only this process may use it; programs
+     * it starts get anonymous stores of their own. */
+    unsetenv("MOAT_STORE");
+    pthread_atfork(NULL, NULL, pl_atfork_child);
+    pl_publish(M_STATS_RUNNING);
+    if (pl.blk) {
+        /* The publisher takes no signals: they belong to the program. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pthread_t t;
+        if (pthread_create(&t, NULL, pl_publisher, NULL) == 0)
+            pthread_detach(t);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    pl_in_moat--;
+    atomic_store_explicit(&pl.state, PL_ON, memory_order_release);
+}
+
+/* At exit the numbers are published one last time.  The engine keeps
+ * running: other threads and later exit handlers may still use managed
+ * memory, and the store is an unlinked file that vanishes with the process. */
+__attribute__((destructor)) static void pl_stop(void)
+{
+    if (atomic_load(&pl.state) != PL_ON || getpid() != pl.pid)
+        return;
+    pl_publish(M_STATS_EXITED);
+    if (pl.blk_unlink)
+        unlink(pl.blk_path);
+}
+
+/* Programs that end with _exit (dash does) skip destructors: publish the
+ * final numbers here too.  A vfork or fork child calling _exit is not the
+ * process that started moat, and pl_stop leaves the block alone. */
+PL_EXPORT void _exit(int status)
+{
+    pl_stop();
+    for (;;)
+        syscall(SYS_exit_group, status);
+}
+
+PL_EXPORT void _Exit(int status)
+{
+    _exit(status);
+}

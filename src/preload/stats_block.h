@@ -1,0 +1,55 @@
+/*
+ * stats_block.h - the statistics block a program running under `moat run`
+ * publishes, and `moat run` / `moat stat` read.
+ *
+ * The block is a small file in /dev/shm, named moat-<pid>.stats after the
+ * process that publishes it, mapped MAP_SHARED by the writer (the preload
+ * library inside the program) and by any number of readers.  The writer
+ * updates it from a thread every MOAT_STATS_INTERVAL milliseconds and once
+ * more at exit.  Updates follow a sequence lock: `seq` is odd while the
+ * writer is in the middle of an update; a reader copies the block and keeps
+ * the copy only if `seq` was even and unchanged around the copy.
+ *
+ * A process that ends without exit() (killed, or _exit as dash does) leaves
+ * its block behind; `moat run` removes the blocks of its dead descendants
+ * (run_pid) when the program has finished.
+ *
+ * The layout is fixed (all fields naturally aligned, little-endian host
+ * order); `version` changes if it ever does.
+ */
+#ifndef M_PRELOAD_STATS_BLOCK_H
+#define M_PRELOAD_STATS_BLOCK_H
+
+#include <moat.h>
+
+#include <stdint.h>
+
+#define M_STATS_BLOCK_MAGIC   0x54414f4du /* "MOAT" */
+#define M_STATS_BLOCK_VERSION 1u
+/* printf format of the file name under /dev/shm (and of the shm_open name
+ * with a leading slash). */
+#define M_STATS_BLOCK_NAME "moat-%ld.stats"
+#define M_STATS_BLOCK_DIR  "/dev/shm/"
+
+enum m_stats_state {
+    M_STATS_CREATED = 0, /* made by `moat run`, the program has not started moat yet */
+    M_STATS_RUNNING = 1, /* moat is running in the program */
+    M_STATS_EXITED = 2,  /* the program called exit(); the numbers are final */
+    M_STATS_FAILED = 3,  /* moat could not start in the program */
+};
+
+struct m_stats_block {
+    uint32_t magic;   /* M_STATS_BLOCK_MAGIC once the writer has started */
+    uint32_t version; /* M_STATS_BLOCK_VERSION */
+    uint64_t seq;     /* sequence lock: odd while an update is in progress */
+    int64_t pid;      /* the publishing process */
+    uint32_t state;   /* enum m_stats_state */
+    uint32_t interval_ms;
+    uint64_t start_realtime_ns; /* CLOCK_REALTIME when moat started */
+    uint64_t elapsed_ns;        /* CLOCK_MONOTONIC since then, at this update */
+    uint64_t updates;           /* number of completed updates */
+    struct moat_stats stats;    /* the counters, as moat_stats() returned them */
+    int64_t run_pid; /* the `moat run` this process descends from ($MOAT_RUN_PID), or 0 */
+};
+
+#endif

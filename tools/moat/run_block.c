@@ -1,0 +1,201 @@
+/*
+ * run_block.c - reading and describing the statistics block of a program
+ * under moat (see run.h and src/preload/stats_block.h).
+ */
+#include "run.h"
+
+#include "common/size.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static void block_name(pid_t pid, char *buf, size_t buflen)
+{
+    snprintf(buf, buflen, "/" M_STATS_BLOCK_NAME, (long)pid);
+}
+
+int m_run_block_create(pid_t pid)
+{
+    char name[64];
+    block_name(pid, name, sizeof name);
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return errno;
+    int err = ftruncate(fd, (off_t)sizeof(struct m_stats_block)) == 0 ? 0 : errno;
+    close(fd);
+    return err;
+}
+
+struct m_stats_block *m_run_block_map(pid_t pid, int *err)
+{
+    char name[64];
+    block_name(pid, name, sizeof name);
+    int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+    struct stat st;
+    void *p = MAP_FAILED;
+    int e = 0;
+    if (fd < 0)
+        e = errno;
+    else if (fstat(fd, &st) != 0)
+        e = errno;
+    else if ((size_t)st.st_size < sizeof(struct m_stats_block))
+        e = EPROTO;
+    else if ((p = mmap(NULL, sizeof(struct m_stats_block), PROT_READ, MAP_SHARED, fd, 0)) ==
+             MAP_FAILED)
+        e = errno;
+    if (fd >= 0)
+        close(fd);
+    if (err)
+        *err = e;
+    return p == MAP_FAILED ? NULL : p;
+}
+
+int m_run_block_read(const struct m_stats_block *blk, struct m_stats_block *out)
+{
+    /* The reader's half of the writer's protocol (pl_block_write in
+     * src/preload/preload.c): acquire loads, word by word. */
+    _Atomic uint64_t *src = (_Atomic uint64_t *)(void *)(uintptr_t)blk;
+    uint64_t *dst = (uint64_t *)(void *)out;
+    const size_t seq_word = offsetof(struct m_stats_block, seq) / 8;
+    for (int tries = 0; tries < 1000; tries++) {
+        uint64_t s1 = atomic_load_explicit(&src[seq_word], memory_order_acquire);
+        if (s1 & 1) {
+            usleep(100);
+            continue;
+        }
+        for (size_t i = 0; i < sizeof *out / 8; i++)
+            dst[i] = atomic_load_explicit(&src[i], memory_order_acquire);
+        uint64_t s2 = atomic_load_explicit(&src[seq_word], memory_order_relaxed);
+        if (s1 != s2)
+            continue;
+        out->seq = s1;
+        if (out->magic == 0)
+            return 0; /* created, the program has not started moat yet */
+        if (out->magic != M_STATS_BLOCK_MAGIC || out->version != M_STATS_BLOCK_VERSION)
+            return EPROTO;
+        return 0;
+    }
+    return EAGAIN;
+}
+
+void m_run_block_unlink(pid_t pid)
+{
+    char name[64];
+    block_name(pid, name, sizeof name);
+    shm_unlink(name);
+}
+
+int m_run_block_sweep(pid_t run_pid)
+{
+    DIR *d = opendir(M_STATS_BLOCK_DIR);
+    if (!d)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        long pid;
+        char tail[16];
+        if (sscanf(e->d_name, "moat-%ld.%15s", &pid, tail) != 2 || strcmp(tail, "stats") != 0 ||
+            pid <= 0)
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue; /* still running */
+        struct m_stats_block *b = m_run_block_map((pid_t)pid, NULL), snap;
+        if (!b)
+            continue;
+        if (m_run_block_read(b, &snap) == 0 && snap.run_pid == run_pid) {
+            m_run_block_unlink((pid_t)pid);
+            n++;
+        }
+        munmap(b, sizeof *b);
+    }
+    closedir(d);
+    return n;
+}
+
+static const char *mib(uint64_t pages, char *buf, size_t n)
+{
+    return m_size_format((size_t)(pages * 4096), buf, n);
+}
+
+void m_run_summary(FILE *f, const struct m_stats_block *b, int sig)
+{
+    const struct moat_stats *s = &b->stats;
+    char b1[32], b2[32], b3[32], b4[32];
+    uint64_t evicted = s->evictions_written + s->evictions_clean;
+    fprintf(f, "moat: %s %.2f s: peak resident %s of %s budget, peak committed %s\n",
+            sig ? "killed after" : "ran", (double)b->elapsed_ns / 1e9,
+            mib(s->peak_resident_pages, b1, sizeof b1),
+            s->budget_pages ? mib(s->budget_pages, b2, sizeof b2) : "an unlimited",
+            mib(s->peak_committed_pages, b3, sizeof b3));
+    fprintf(f,
+            "moat: pages evicted %" PRIu64 " (%" PRIu64 " sealed and written, %" PRIu64
+            " clean), loaded %" PRIu64 "; sealed %s, read back %s\n",
+            evicted, s->evictions_written, s->evictions_clean, s->faults_pagein,
+            m_size_format((size_t)s->store_bytes_written, b1, sizeof b1),
+            m_size_format((size_t)s->store_bytes_read, b4, sizeof b4));
+    fprintf(f,
+            "moat: faults %" PRIu64 " (first touch %" PRIu64 ", page-in %" PRIu64
+            ", write-protect %" PRIu64 "), %.3f s in faults, %.3f s evicting\n",
+            s->faults_commit + s->faults_pagein + s->faults_wp, s->faults_commit, s->faults_pagein,
+            s->faults_wp, (double)s->fault_ns / 1e9, (double)s->reclaim_ns / 1e9);
+    if (s->store_errors || s->integrity_failures || s->faults_fatal)
+        fprintf(f,
+                "moat: %" PRIu64 " store errors, %" PRIu64 " integrity failures, %" PRIu64
+                " fatal faults\n",
+                s->store_errors, s->integrity_failures, s->faults_fatal);
+}
+
+void m_run_json(FILE *f, const struct m_stats_block *b, int status)
+{
+    const struct moat_stats *s = &b->stats;
+    fprintf(f, "{\n  \"pid\": %" PRId64 ",\n", b->pid);
+    static const char *const states[] = {"created", "running", "exited", "failed"};
+    fprintf(f, "  \"state\": \"%s\",\n", b->state < 4 ? states[b->state] : "unknown");
+    if (status >= 0) {
+        if (WIFEXITED(status))
+            fprintf(f, "  \"exit_status\": %d,\n", WEXITSTATUS(status));
+        else if (WIFSIGNALED(status))
+            fprintf(f, "  \"signal\": %d,\n", WTERMSIG(status));
+    }
+    fprintf(f, "  \"start_realtime_ns\": %" PRIu64 ",\n  \"elapsed_ns\": %" PRIu64 ",\n",
+            b->start_realtime_ns, b->elapsed_ns);
+    fprintf(f, "  \"updates\": %" PRIu64 ",\n  \"interval_ms\": %u,\n  \"page_size\": 4096,\n",
+            b->updates, b->interval_ms);
+#define J(field) fprintf(f, "  \"" #field "\": %" PRIu64 ",\n", s->field)
+    J(budget_pages);
+    J(committed_pages);
+    J(resident_pages);
+    J(resident_unreclaimable);
+    J(evicted_pages);
+    J(peak_committed_pages);
+    J(peak_resident_pages);
+    J(regions);
+    J(faults_commit);
+    J(faults_pagein);
+    J(faults_wp);
+    J(faults_handler);
+    J(faults_fatal);
+    J(evictions_written);
+    J(evictions_clean);
+    J(reclaim_sync);
+    J(store_bytes_written);
+    J(store_bytes_read);
+    J(store_errors);
+    J(integrity_failures);
+    J(fault_ns);
+#undef J
+    fprintf(f, "  \"reclaim_ns\": %" PRIu64 "\n}\n", s->reclaim_ns);
+}
