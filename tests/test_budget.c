@@ -1,0 +1,118 @@
+/*
+ * test_budget.c - the budget and reclaim layer through the engine: the
+ * background reclaimer keeps residency between the watermarks, clean pages
+ * are dropped without a write, the reclaim list's second chance keeps a
+ * page that is written after it was loaded, and unlimited budgets never
+ * evict.
+ */
+#include "moat_test.h"
+
+#include <time.h>
+
+#define PG 4096UL
+
+static void start_with(size_t budget_pages, unsigned low, unsigned high)
+{
+    struct moat_options o = {.budget = budget_pages * PG,
+                             .low_pct = low,
+                             .high_pct = high,
+                             .log_level = -1,
+                             .range_size = 1ULL << 30};
+    assert_int_equal(moat_init(&o), 0);
+}
+
+/* wait_below - poll until resident <= limit or about 2 s pass. */
+static uint64_t wait_below(uint64_t limit)
+{
+    uint64_t r = MT_STAT(resident_pages);
+    for (int i = 0; i < 200 && r > limit; i++) {
+        usleep(10000);
+        r = MT_STAT(resident_pages);
+    }
+    return r;
+}
+
+static void test_watermarks(void **state)
+{
+    (void)state;
+    start_with(1024, 50, 75);
+    uint8_t *p;
+    assert_int_equal(moat_alloc(NULL, 4096 * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&p),
+                     0);
+    for (size_t i = 0; i < 4096; i++)
+        p[i * PG] = (uint8_t)i;
+    /* above high after the burst, the reclaimer brings residency to low */
+    uint64_t r = wait_below(512);
+    assert_true(r <= 512);
+    assert_true(MT_STAT(peak_resident_pages) <= 1024);
+    assert_true(MT_STAT(evictions_written) >= 4096 - 1024);
+    moat_shutdown();
+}
+
+static void test_clean_pages_not_rewritten(void **state)
+{
+    (void)state;
+    start_with(256, 80, 90);
+    uint8_t *p;
+    assert_int_equal(moat_alloc(NULL, 1024 * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&p),
+                     0);
+    for (size_t i = 0; i < 1024; i++)
+        p[i * PG] = (uint8_t)(i + 1);
+    uint64_t written = MT_STAT(evictions_written);
+    /* two read-only sweeps: every page comes back clean and leaves clean */
+    unsigned sum = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < 1024; i++)
+            sum += p[i * PG];
+    assert_true(sum > 0);
+    uint64_t clean = MT_STAT(evictions_clean);
+    printf("read-only sweeps: %llu clean drops, %llu more writes\n", (unsigned long long)clean,
+           (unsigned long long)(MT_STAT(evictions_written) - written));
+    assert_true(clean > 1024);
+    /* only the pages still dirty from the write pass (at most the budget)
+     * are written, once */
+    assert_true(MT_STAT(evictions_written) - written <= 256);
+    moat_shutdown();
+}
+
+static void test_unlimited_never_evicts(void **state)
+{
+    (void)state;
+    start_with(0, 0, 0);
+    uint8_t *p;
+    assert_int_equal(moat_alloc(NULL, 4096 * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&p),
+                     0);
+    for (size_t i = 0; i < 4096; i++)
+        p[i * PG] = 1;
+    assert_int_equal(MT_STAT(budget_pages), 0);
+    assert_int_equal(MT_STAT(resident_pages), 4096);
+    assert_int_equal(MT_STAT(evictions_written), 0);
+    assert_int_equal(moat_dealloc(p, 4096 * PG), 0);
+    assert_int_equal(MT_STAT(resident_pages), 0);
+    assert_int_equal(MT_STAT(committed_pages), 0);
+    moat_shutdown();
+}
+
+static void test_bad_watermarks(void **state)
+{
+    (void)state;
+    struct moat_options o = {.budget = 1024 * PG, .low_pct = 90, .high_pct = 50, .log_level = -1};
+    assert_int_equal(moat_init(&o), EINVAL);
+    o = (struct moat_options){.budget = 8 * PG, .log_level = -1}; /* below 16 pages */
+    assert_int_equal(moat_init(&o), EINVAL);
+    o = (struct moat_options){.batch_pages = 5000, .log_level = -1};
+    assert_int_equal(moat_init(&o), EINVAL);
+    o = (struct moat_options){.fault_ahead = 33, .log_level = -1};
+    assert_int_equal(moat_init(&o), EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_watermarks),
+        cmocka_unit_test(test_clean_pages_not_rewritten),
+        cmocka_unit_test(test_unlimited_never_evicts),
+        cmocka_unit_test(test_bad_watermarks),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
