@@ -123,18 +123,23 @@ enum moat_log_level {
 };
 
 struct moat_options {
-    size_t range_size;      /* emulated ELRANGE; 0 = 64 GiB (env MOAT_RANGE) */
-    size_t budget;          /* resident budget in bytes; 0 = unlimited (env MOAT_BUDGET) */
-    unsigned low_pct;       /* reclaim runs down to this % of budget; 0 = 80 (MOAT_LOW) */
-    unsigned high_pct;      /* reclaim starts above this % of budget; 0 = 90 (MOAT_HIGH) */
-    unsigned batch_pages;   /* pages evicted per reclaim batch; 0 = 32 */
-    unsigned fault_threads; /* userfaultfd handler threads; 0 = 2 */
-    unsigned fault_ahead;   /* pages a sequential fault installs at once (commit ahead,
-                               read ahead), 1..32; 0 = 16 (MOAT_FAULT_AHEAD); 1 gives
-                               Intel EMM's exact one-page-per-fault commit */
-    const char *store;      /* store URI, "file:PATH"; NULL = a file in $TMPDIR (MOAT_STORE) */
-    int log_level;          /* enum moat_log_level; -1 = default WARN (MOAT_LOG) */
-    const char *log_file;   /* NULL = stderr (MOAT_LOG_FILE) */
+    size_t range_size;         /* emulated ELRANGE; 0 = 64 GiB (env MOAT_RANGE) */
+    size_t budget;             /* resident budget in bytes; 0 = unlimited (env MOAT_BUDGET) */
+    unsigned low_pct;          /* reclaim runs down to this % of budget; 0 = 80 (MOAT_LOW) */
+    unsigned high_pct;         /* reclaim starts above this % of budget; 0 = 90 (MOAT_HIGH) */
+    unsigned batch_pages;      /* pages evicted per reclaim batch; 0 = 32 */
+    unsigned fault_threads;    /* userfaultfd handler threads; 0 = 2 */
+    unsigned fault_ahead;      /* pages a sequential fault installs at once (commit ahead,
+                                  read ahead), 1..32; 0 = 16 (MOAT_FAULT_AHEAD); 1 gives
+                                  Intel EMM's exact one-page-per-fault commit */
+    const char *store;         /* store URI, "file:PATH"; NULL = a file in $TMPDIR (MOAT_STORE) */
+    int log_level;             /* enum moat_log_level; -1 = default WARN (MOAT_LOG) */
+    const char *log_file;      /* NULL = stderr (MOAT_LOG_FILE) */
+    unsigned store_replicas;   /* redis+cluster store: an eviction counts only once this many
+                                  replicas have the page (Redis WAIT), else it fails and the
+                                  page stays resident; 0 = none (MOAT_STORE_REPLICAS, 0-16) */
+    unsigned store_timeout_ms; /* redis stores: how long a page I/O may wait and retry before
+                                  it fails; 0 = the store's default (MOAT_STORE_TIMEOUT, ms) */
 };
 
 /*
@@ -253,6 +258,8 @@ struct moat_stats {
 
     uint64_t fault_ns;   /* total time spent resolving faults */
     uint64_t reclaim_ns; /* total time spent evicting */
+
+    uint64_t fork_loaded_pages; /* evicted pages read back so fork children see them */
 };
 
 /* moat_stats - a consistent-enough snapshot of the counters (each read

@@ -2,7 +2,7 @@
 # bench.sh - build moat in Release and run the core benchmarks of bench/,
 # then print one summary table with the ratios against their baselines.
 #
-# Usage: scripts/bench.sh [NAME...]     NAME: seal lru firsttouch pagein swap
+# Usage: scripts/bench.sh [NAME...]     NAME: seal lru firsttouch pagein swap redis
 #                                       (default: all of them)
 # Environment: BUILD_DIR (default <repo>/build-bench), SIZE=256M BUDGET=64M
 #   RUNS=3 (page-in runs), TIMEOUT=300 (seconds allowed to each program).
@@ -24,7 +24,7 @@ TIMEOUT=${TIMEOUT:-300}
 export SIZE BUDGET RUNS
 out=$BUILD_DIR/bench-results
 want=("$@")
-[ ${#want[@]} -gt 0 ] || want=(seal lru firsttouch pagein swap)
+[ ${#want[@]} -gt 0 ] || want=(seal lru firsttouch pagein swap redis)
 wanted() {
     local w
     for w in "${want[@]}"; do [ "$w" = "$1" ] && return 0; done
@@ -56,7 +56,7 @@ echo "== building in $BUILD_DIR (Release)"
 cmake -S "$root" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >"$out/build.log" 2>&1 ||
     { cat "$out/build.log"; echo "bench.sh: cmake failed" >&2; exit 1; }
 # -k 0: one program that fails to link must not stop the others.
-ninja -C "$BUILD_DIR" -k 0 seal lru_sim firsttouch pagein pagein_plain >>"$out/build.log" 2>&1 ||
+ninja -C "$BUILD_DIR" -k 0 seal lru_sim firsttouch pagein pagein_plain redis_pagein >>"$out/build.log" 2>&1 ||
     echo "bench.sh: some benchmark programs did not build (see $out/build.log)"
 bin=$BUILD_DIR/bench
 
@@ -135,6 +135,9 @@ if wanted pagein; then
 fi
 
 rm -rf "$TMPDIR"
+# Page-in over one redis server and a Redis Cluster, next to redis-benchmark
+# (bench/redis_pagein.sh starts and stops its own servers).
+wanted redis && run redis_pagein bash "$root/bench/redis_pagein.sh" "$BUILD_DIR"
 
 # --- summary ----------------------------------------------------------------
 ratio() { # ratio A B -> A/B with 2 decimals, or "-" when either is missing
@@ -182,6 +185,12 @@ st() { echo "${status[$1]:-not run}"; }
         v=$(result lru_sim "$pol")
         echo "| eviction policy $pol: misses, mean over traces x budgets | exact LRU | 1.000 | $(num "$v" 3) | $(num "$v" 3) | - | $(st lru_sim) |"
     done
+    if [ -f "$out/redis_pagein.txt" ]; then
+        echo
+        echo "page-in over Redis ($(st redis_pagein)); targets: random pages/s >= 0.5x redis-benchmark GET rps, random p50 <= 2x one GET round trip:"
+        echo
+        grep -E '^\| (store|---|file|redis|cluster|cluster-replicas1|redis-4threads|cluster-4threads) ?\|' "$out/redis_pagein.txt"
+    fi
     echo
     echo "(times: lower is better; a ratio above 1 means moat is slower. Wrong data, if any, is reported in the program's section.)"
 } | tee "$out/summary.md"

@@ -74,7 +74,12 @@ has err "usage: moat config COMMAND"
 run 2 config frobnicate occlum-template.json
 has err "unknown command 'frobnicate'"
 run 2 config suggest stats.json
-has err "moat run"
+has err "cannot read 'stats.json'"
+run 0 config suggest --help
+has out "usage: moat config suggest"
+has out "--headroom PCT"
+run 0 config --help
+has out "suggest"
 run 2 config check
 has err "no FILE given"
 run 2 config check --bogus occlum-template.json

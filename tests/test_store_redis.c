@@ -685,7 +685,6 @@ static void test_bad_uris(void **state)
         "redis://127.0.0.1:6379?timeout=0",            /* zero timeout */
         "redis://127.0.0.1:6379?timeout",              /* option without value */
         "redis://127.0.0.1:6379/1?connect_timeout=1s", /* not milliseconds */
-        "redis+cluster://127.0.0.1:7000",              /* not built yet */
         "rediss://127.0.0.1:6379",                     /* TLS: unknown scheme */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

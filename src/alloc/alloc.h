@@ -39,6 +39,23 @@ struct m_alloc_source {
     bool region_taken;
 };
 
+/*
+ * Sharing the process with another allocator (the preload library: memory
+ * the C library's malloc handed out before moat's took over).  If set, a
+ * pointer that is in no arena of moat's is passed to these instead of being
+ * reported as invalid: foreign_free frees it, foreign_usable returns its
+ * usable size.  Set once, before other threads run.
+ */
+extern void (*m_alloc_foreign_free)(void *p);
+extern size_t (*m_alloc_foreign_usable)(const void *p);
+
+/* m_alloc_builtin - the built-in heap (mmap source), whichever is default. */
+struct moat_heap *m_alloc_builtin(void);
+
+/* m_alloc_realloc_to - realloc(p, n) where a block that must move goes to
+ * heap `dest` (p may belong to any heap, or be foreign). */
+void *m_alloc_realloc_to(struct moat_heap *dest, void *p, size_t n);
+
 /* m_alloc_source_mmap - fill *src with the mmap source. */
 void m_alloc_source_mmap(struct m_alloc_source *src);
 

@@ -35,6 +35,15 @@ struct m_alloc_global m_alloc_global = {.lock = PTHREAD_MUTEX_INITIALIZER};
  * nothing, so the drop-in's first malloc cannot recurse. */
 static struct moat_heap builtin_heap;
 
+void (*m_alloc_foreign_free)(void *p);
+size_t (*m_alloc_foreign_usable)(const void *p);
+
+struct moat_heap *m_alloc_builtin(void)
+{
+    m_alloc_global_init();
+    return &builtin_heap;
+}
+
 /* ------------------------------------------------------------------------
  * Set-up
  * ---------------------------------------------------------------------- */
@@ -385,6 +394,10 @@ void m_alloc_free_generic(void *p)
         return;
     uintptr_t a = (uintptr_t)p;
     struct m_alloc_arena *ar = m_alloc_arena_of(a);
+    if (!ar && m_alloc_foreign_free) {
+        m_alloc_foreign_free(p);
+        return;
+    }
     if (!ar)
         m_alloc_die("free(): invalid pointer", p, "moat did not allocate it");
     size_t idx = m_alloc_page_index(ar, a);
@@ -414,6 +427,10 @@ size_t m_alloc_usable(const void *p, struct moat_heap **owner, const char *fn)
 {
     uintptr_t a = (uintptr_t)p;
     struct m_alloc_arena *ar = m_alloc_arena_of(a);
+    if (!ar && m_alloc_foreign_usable) {
+        *owner = NULL;
+        return m_alloc_foreign_usable(p);
+    }
     if (!ar)
         m_alloc_die(fn, p, "moat did not allocate it");
     size_t idx = m_alloc_page_index(ar, a);
@@ -499,10 +516,13 @@ static bool large_resize(struct moat_heap *h, void *p, size_t n)
     return done;
 }
 
-static void *heap_realloc(struct moat_heap *h, void *p, size_t n, const char *fn)
+/* realloc: h is the heap p must belong to (NULL: any); a block that moves
+ * goes to dest (NULL: p's own heap). */
+static void *heap_realloc(struct moat_heap *h, struct moat_heap *dest, void *p, size_t n,
+                          const char *fn)
 {
     if (!p)
-        return m_alloc_heap_malloc(h ? h : m_alloc_default(), n);
+        return m_alloc_heap_malloc(h ? h : dest ? dest : m_alloc_default(), n);
     struct moat_heap *owner;
     size_t usable = m_alloc_usable(p, &owner, fn);
     if (h && owner != h)
@@ -511,14 +531,16 @@ static void *heap_realloc(struct moat_heap *h, void *p, size_t n, const char *fn
         m_alloc_free_block(p);
         return NULL;
     }
-    if (usable <= M_ALLOC_SMALL_MAX) {
+    if (!owner) {
+        /* foreign: moves into moat */
+    } else if (usable <= M_ALLOC_SMALL_MAX) {
         /* keep the block unless it would be less than half used */
         if (n <= usable && n > usable / 2)
             return p;
     } else if (n > M_ALLOC_SMALL_MAX && large_resize(owner, p, n)) {
         return p;
     }
-    void *q = m_alloc_heap_malloc(owner, n);
+    void *q = m_alloc_heap_malloc(dest ? dest : owner ? owner : m_alloc_default(), n);
     if (!q)
         return NULL;
     memcpy(q, p, n < usable ? n : usable);
@@ -548,7 +570,12 @@ void *moat_calloc(size_t count, size_t size)
 
 void *moat_realloc(void *p, size_t n)
 {
-    return heap_realloc(NULL, p, n, "realloc(): invalid pointer");
+    return heap_realloc(NULL, NULL, p, n, "realloc(): invalid pointer");
+}
+
+void *m_alloc_realloc_to(struct moat_heap *dest, void *p, size_t n)
+{
+    return heap_realloc(NULL, dest, p, n, "realloc(): invalid pointer");
 }
 
 void *moat_aligned_alloc(size_t alignment, size_t n)
@@ -708,7 +735,7 @@ void *moat_heap_calloc(moat_heap *h, size_t count, size_t size)
 
 void *moat_heap_realloc(moat_heap *h, void *p, size_t n)
 {
-    return heap_realloc(h, p, n, "moat_heap_realloc(): invalid pointer");
+    return heap_realloc(h, NULL, p, n, "moat_heap_realloc(): invalid pointer");
 }
 
 void *moat_heap_aligned_alloc(moat_heap *h, size_t alignment, size_t n)

@@ -490,6 +490,9 @@ static struct {
     pthread_t thread;
 } reclaimer = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
+/* Pages the budget is extended by for the instant of a fork (engine.c). */
+static _Atomic int64_t budget_boost;
+
 static void reclaimer_kick(void)
 {
     pthread_mutex_lock(&reclaimer.lock);
@@ -502,6 +505,7 @@ static void *reclaimer_main(void *arg)
 {
     (void)arg;
     pthread_setname_np(pthread_self(), "moat-reclaim");
+    m_engine_thread_enter();
     pthread_mutex_lock(&reclaimer.lock);
     while (!reclaimer.stop) {
         if (!reclaimer.kicked) {
@@ -516,9 +520,11 @@ static void *reclaimer_main(void *arg)
         }
         reclaimer.kicked = false;
         pthread_mutex_unlock(&reclaimer.lock);
-        if (atomic_load(&m_engine.c.resident) > m_engine.high_pages) {
-            while (!reclaimer.stop && atomic_load(&m_engine.c.resident) > m_engine.low_pages) {
-                size_t over = atomic_load(&m_engine.c.resident) - m_engine.low_pages;
+        uint64_t boost = (uint64_t)atomic_load(&budget_boost);
+        if (atomic_load(&m_engine.c.resident) > m_engine.high_pages + boost) {
+            while (!reclaimer.stop &&
+                   atomic_load(&m_engine.c.resident) > m_engine.low_pages + boost) {
+                size_t over = atomic_load(&m_engine.c.resident) - m_engine.low_pages - boost;
                 if (m_reclaim_run(over < m_engine.batch_pages ? over : m_engine.batch_pages) == 0)
                     break;
             }
@@ -565,9 +571,18 @@ void m_budget_shutdown(void)
  * to make progress (pages in flight, other threads), or only 100 ms when the
  * store is refusing writes; impatient callers (a fault that would like a few
  * pages more) try one reclaim round and give up. */
+void m_budget_boost(int64_t delta)
+{
+    atomic_fetch_add(&budget_boost, delta);
+    if (delta < 0)
+        reclaimer_kick();
+}
+
 static int budget_charge(size_t npages, bool patient)
 {
     uint64_t budget = m_engine.budget_pages;
+    if (budget)
+        budget += (uint64_t)atomic_load_explicit(&budget_boost, memory_order_relaxed);
     if (!budget) {
         m_counter_level(&m_engine.c.resident, &m_engine.c.peak_resident, npages);
         return 0;

@@ -35,6 +35,10 @@ int m_budget_charge(size_t npages);
 int m_budget_try_charge(size_t npages);
 void m_budget_uncharge(size_t npages);
 
+/* m_budget_boost - extend (delta > 0) or shrink back the budget and its
+ * watermarks for a moment (fork, engine.c). */
+void m_budget_boost(int64_t delta);
+
 /* m_reclaim_track - put a page that just became resident at the tail of the
  * reclaim list.  Called with the page lock held; returns the flags to unlock
  * with (M_PF_INLIST set). */

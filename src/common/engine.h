@@ -138,6 +138,7 @@ struct m_counters {
     _Atomic uint64_t store_bytes_written, store_bytes_read, store_errors;
     _Atomic uint64_t integrity_failures;
     _Atomic uint64_t fault_ns, reclaim_ns;
+    _Atomic uint64_t fork_loaded; /* pages read back so that a fork child sees them */
 };
 
 struct m_store;
@@ -154,7 +155,8 @@ struct m_engine {
     uint64_t low_pages, high_pages;
     unsigned batch_pages;
     unsigned fault_threads;
-    unsigned fault_ahead; /* pages per sequential fault, 1..M_FAULT_AHEAD_MAX */
+    unsigned fault_ahead;     /* pages per sequential fault, 1..M_FAULT_AHEAD_MAX */
+    uint64_t fork_load_pages; /* evicted pages fork() reads back at most */
     _Atomic bool running;
     struct m_counters c;
 };
@@ -198,5 +200,34 @@ static inline void m_counter_level(_Atomic uint64_t *c, _Atomic uint64_t *peak, 
 }
 
 uint64_t m_now_ns(void);
+
+/*
+ * Threads inside moat
+ *
+ * m_engine_internal is nonzero while a thread runs moat's own code on a
+ * program's behalf (a region call from the allocator or the preload), and
+ * always in the threads moat starts.  Memory such a thread allocates must not
+ * come from managed memory: a fault on it could need the very thread that is
+ * waiting, or a lock that thread holds.  The preload library serves those
+ * allocations from an unmanaged heap (docs/run.md).  initial-exec: no
+ * allocation on first access, which the preload's malloc relies on.
+ */
+extern __thread unsigned m_engine_internal __attribute__((tls_model("initial-exec")));
+
+/* m_engine_thread_hook - if set, called at the start of every thread the
+ * engine starts, after it is marked internal (the preload warms the thread's
+ * allocator cache with it, so the thread never takes the allocator's global
+ * lock while resolving a fault). */
+extern void (*m_engine_thread_hook)(void);
+
+/* m_engine_thread_enter - the first call of every engine thread. */
+void m_engine_thread_enter(void);
+
+/* m_engine_forked - true in the child of a fork() of a process that ran the
+ * engine: the child has the parent's resident pages (copy on write) but no
+ * engine; pages the parent had evicted are inaccessible (see
+ * m_region_fork_protect) and an access to them stops the child with a
+ * message. */
+extern _Atomic bool m_engine_forked;
 
 #endif

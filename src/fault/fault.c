@@ -697,6 +697,7 @@ static void *fault_thread(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     pthread_setname_np(pthread_self(), "moat-fault");
+    m_engine_thread_enter();
     struct uffd_msg msgs[FAULT_BATCH];
     struct pollfd pfd[2] = {{.fd = m_engine.uffd, .events = POLLIN},
                             {.fd = fs.stop_fd, .events = POLLIN}};
@@ -753,6 +754,16 @@ static void fault_segv_chain(int sig, siginfo_t *si, void *uc)
 static void fault_sigsegv(int sig, siginfo_t *si, void *ucv)
 {
     uintptr_t addr = (uintptr_t)si->si_addr;
+    if (m_region_fork_lost(addr)) {
+        m_fatal("fault",
+                "this process is a child made by fork() without exec, and it touched "
+                "%#lx, a page its parent had sealed in moat's store; such a child sees "
+                "only its parent's resident pages (docs/run.md, \"fork\")",
+                (unsigned long)addr);
+        /* the access faults again and the default action ends the child */
+        signal(sig, SIG_DFL);
+        return;
+    }
     if (!atomic_load(&m_engine.running) || !m_engine_contains(addr)) {
         fault_segv_chain(sig, si, ucv);
         return;

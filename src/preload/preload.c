@@ -4,8 +4,9 @@
  *
  * The library is loaded with LD_PRELOAD (by `moat run`).  Its constructor
  * starts the engine from the environment (moat_init(NULL): MOAT_BUDGET,
- * MOAT_LOW, MOAT_HIGH, MOAT_STORE, ...), and it interposes mmap, munmap,
- * mremap, madvise and mprotect:
+ * MOAT_LOW, MOAT_HIGH, MOAT_STORE, ...) and makes moat's allocator serve the
+ * whole malloc family from managed memory (malloc.c).  It also interposes
+ * mmap, munmap, mremap, madvise and mprotect:
  *
  *   - a private anonymous read-write mmap without MAP_FIXED becomes a
  *     COMMIT_ON_DEMAND region; everything else (PROT_NONE reservations,
@@ -22,13 +23,14 @@
  * m_preload_sys_* (objcopy --redefine-sym, see CMakeLists.txt), which are
  * raw system calls below.  Calls from libraries the engine uses while this
  * library is calling into the engine are sent to the kernel by a
- * thread-local guard.  glibc's own malloc calls its internal __mmap, which
- * no LD_PRELOAD library can see: its large blocks stay outside moat until
- * moat's allocator serves malloc (docs/run.md).
+ * thread-local guard (m_engine_internal).  The C library's own internal
+ * mmap calls (thread stacks) are invisible to any preload and stay outside
+ * moat.
  *
- * fork: the ELRANGE is MADV_DONTFORK, so a child has no managed memory.
- * fork followed by exec needs nothing; a child that touches managed memory
- * without exec is stopped with a message instead of reading zeros.
+ * fork: a child made by fork() keeps its parent's resident pages
+ * (copy-on-write) and runs without moat; touching a page the parent had
+ * evicted stops it with a message (engine.c).  fork followed by exec needs
+ * nothing: the new program starts a moat of its own.
  *
  * Statistics are published in /dev/shm/moat-<pid>.stats (stats_block.h)
  * by a thread every MOAT_STATS_INTERVAL ms (default 100) and at exit
@@ -38,9 +40,13 @@
  * the other (hiredis's flags bring _FILE_OFFSET_BITS=64). */
 #undef _FILE_OFFSET_BITS
 
+#include "common/engine.h"
+#include "preload/preload.h"
+#include "preload/tcs.h"
 #include "preload/stats_block.h"
 
 #include <moat.h>
+#include <moat/alloc.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -126,18 +132,17 @@ static struct {
     pthread_mutex_t blk_lock; /* serialises updates of blk (thread vs exit) */
     unsigned interval_ms;
     struct timespec start;
-    struct sigaction prev_segv; /* the handler a forked child chains to */
     _Atomic int warned_full;
 } pl = {.blk_lock = PTHREAD_MUTEX_INITIALIZER};
 
-/* Set while this thread is inside the engine on this library's behalf:
- * anything the engine's libraries map meanwhile goes to the kernel.
- * initial-exec: no allocation on first access, safe in a preload. */
-static __thread int pl_in_moat __attribute__((tls_model("initial-exec")));
+/* m_engine_internal (common/engine.h) is set while this thread is inside
+ * the engine on this library's behalf, and in the engine's own threads:
+ * anything mapped meanwhile goes to the kernel, anything allocated comes
+ * from the unmanaged heap (malloc.c). */
 
 static inline bool pl_active(void)
 {
-    return atomic_load_explicit(&pl.state, memory_order_acquire) == PL_ON && !pl_in_moat;
+    return atomic_load_explicit(&pl.state, memory_order_acquire) == PL_ON && !m_engine_internal;
 }
 
 static inline uintptr_t pl_round_up(size_t n)
@@ -177,10 +182,10 @@ static inline int pl_fail(int err)
 static int pl_dealloc(uintptr_t s, uintptr_t e)
 {
     int err;
-    pl_in_moat++;
+    m_engine_internal++;
     for (int i = 0; (err = moat_dealloc((void *)s, e - s)) == EBUSY && i < 1000; i++)
         sched_yield();
-    pl_in_moat--;
+    m_engine_internal--;
     return err == EINVAL ? 0 : err; /* nothing there: munmap of a hole is fine */
 }
 
@@ -202,19 +207,19 @@ static void *pl_mmap_managed(void *addr, size_t len, int fixed, bool replace)
     void *out = NULL;
     if (hint < pl.base || hint >= pl.end || (hint & (MOAT_PAGE_SIZE - 1)))
         hint = 0;
-    pl_in_moat++;
+    m_engine_internal++;
     int err =
         moat_alloc((void *)hint, pl_round_up(len), MOAT_COMMIT_ON_DEMAND | fixed, NULL, NULL, &out);
     if (err == EEXIST && fixed && replace) {
         /* MAP_FIXED replaces what was there, as the kernel would. */
-        pl_in_moat--;
+        m_engine_internal--;
         err = pl_dealloc(hint, hint + pl_round_up(len));
-        pl_in_moat++;
+        m_engine_internal++;
         if (!err)
             err = moat_alloc((void *)hint, pl_round_up(len), MOAT_COMMIT_ON_DEMAND | fixed, NULL,
                              NULL, &out);
     }
-    pl_in_moat--;
+    m_engine_internal--;
     if (err) {
         errno = err;
         return MAP_FAILED;
@@ -308,11 +313,11 @@ PL_EXPORT void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
     }
     /* Grow in place when the addresses after it are free. */
     void *out = NULL;
-    pl_in_moat++;
+    m_engine_internal++;
     int err = o + nn <= pl.end ? moat_alloc((void *)(o + on), nn - on,
                                             MOAT_COMMIT_ON_DEMAND | MOAT_FIXED, NULL, NULL, &out)
                                : ENOMEM;
-    pl_in_moat--;
+    m_engine_internal--;
     if (!err)
         return old;
     if (!(flags & MREMAP_MAYMOVE)) {
@@ -342,7 +347,7 @@ PL_EXPORT void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
  * zeros at its next touch, which is what MADV_DONTNEED promises. */
 static int pl_discard(uintptr_t s, uintptr_t e)
 {
-    pl_in_moat++;
+    m_engine_internal++;
     int err = moat_uncommit((void *)s, e - s);
     if (err == EINVAL || err == EACCES) {
         /* The range spans holes or several kinds of areas: page by page,
@@ -351,7 +356,7 @@ static int pl_discard(uintptr_t s, uintptr_t e)
         for (uintptr_t a = s; a < e; a += MOAT_PAGE_SIZE)
             (void)moat_uncommit((void *)a, MOAT_PAGE_SIZE);
     }
-    pl_in_moat--;
+    m_engine_internal--;
     return err;
 }
 
@@ -395,10 +400,10 @@ PL_EXPORT int mprotect(void *addr, size_t len, int prot)
         return -1;
     /* EMM changes the permissions of committed pages only: commit first
      * (commit costs no memory, a page is materialised at its first touch). */
-    pl_in_moat++;
+    m_engine_internal++;
     (void)moat_commit((void *)sp.in_s, sp.in_e - sp.in_s);
     int err = moat_modify_permissions((void *)sp.in_s, sp.in_e - sp.in_s, prot);
-    pl_in_moat--;
+    m_engine_internal--;
     if (err == EINVAL || err == EACCES)
         err = ENOMEM; /* what the kernel says for addresses that are not mapped */
     return err ? pl_fail(err) : 0;
@@ -439,14 +444,31 @@ static void pl_publish(uint32_t state)
     if (!pl.blk)
         return;
     struct moat_stats st;
-    pl_in_moat++;
+    struct moat_alloc_stats as;
+    uint64_t live = 0, peak = 0;
+    m_engine_internal++;
     int err = state == M_STATS_FAILED ? ENODEV : moat_stats(&st);
-    pl_in_moat--;
+    int aerr = err ? err : moat_heap_stats_get(moat_heap_default(), &as);
+    m_preload_tcs_stats(&live, &peak);
+    m_engine_internal--;
     pthread_mutex_lock(&pl.blk_lock);
     pl.cur.state = state;
     pl.cur.elapsed_ns = pl_ns_since(&pl.start);
     if (!err)
         pl.cur.stats = st;
+    pl.cur.threads_live = live;
+    pl.cur.threads_peak = peak;
+    if (!aerr) {
+        struct m_stats_block *b = &pl.cur;
+        b->alloc_requested_bytes = as.requested_bytes;
+        b->alloc_reserved_bytes = as.reserved_bytes;
+        b->alloc_committed_bytes = as.committed_bytes;
+        if (as.requested_bytes > b->alloc_peak_requested_bytes)
+            b->alloc_peak_requested_bytes = as.requested_bytes;
+        if (as.peak_reserved_bytes > b->alloc_peak_reserved_bytes)
+            b->alloc_peak_reserved_bytes = as.peak_reserved_bytes;
+    }
+    pl.cur.alloc_foreign_frees = m_preload_foreign_frees();
     pl.cur.updates++;
     pl_block_write();
     pthread_mutex_unlock(&pl.blk_lock);
@@ -455,6 +477,7 @@ static void pl_publish(uint32_t state)
 static void *pl_publisher(void *arg)
 {
     (void)arg;
+    m_engine_thread_enter();
     struct timespec d = {.tv_sec = pl.interval_ms / 1000,
                          .tv_nsec = (long)(pl.interval_ms % 1000) * 1000000L};
     for (;;) {
@@ -514,41 +537,17 @@ static void pl_block_open(void)
  * fork
  * ---------------------------------------------------------------------- */
 
-static void pl_child_segv(int sig, siginfo_t *si, void *uc)
-{
-    uintptr_t a = (uintptr_t)si->si_addr;
-    if (a >= pl.base && a < pl.end) {
-        static const char msg[] = "moat: fork() without exec is not supported yet: the child "
-                                  "cannot see managed memory\n";
-        ssize_t r = write(STDERR_FILENO, msg, sizeof msg - 1);
-        (void)r;
-        signal(SIGSEGV, SIG_DFL); /* the access faults again and kills the child */
-        return;
-    }
-    if ((pl.prev_segv.sa_flags & SA_SIGINFO) && pl.prev_segv.sa_sigaction)
-        pl.prev_segv.sa_sigaction(sig, si, uc);
-    else if (pl.prev_segv.sa_handler != SIG_IGN && pl.prev_segv.sa_handler != SIG_DFL)
-        pl.prev_segv.sa_handler(sig);
-    else
-        signal(SIGSEGV, SIG_DFL);
-}
-
-/* The child of a fork has no ELRANGE (MADV_DONTFORK) and no engine threads:
- * moat is off in it.  The addresses stay reserved so that nothing else lands
- * there, and an access to them stops the child with a message. */
+/* The child of a fork has no engine (engine.c: it keeps its parent's
+ * resident pages, and pages its parent had evicted stop it with a message
+ * if it touches them): from here on everything goes to the kernel, and the
+ * allocator's program heap grows with plain mmap (source_region.c).  A
+ * child that calls exec runs under a moat of its own. */
 static void pl_atfork_child(void)
 {
     if (atomic_load(&pl.state) != PL_ON)
         return;
     atomic_store(&pl.state, PL_FORKED);
-    m_preload_sys_mmap((void *)pl.base, pl.end - pl.base, PROT_NONE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = pl_child_segv;
-    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGSEGV, &sa, &pl.prev_segv);
+    pl.blk = NULL; /* the parent's: the child does not publish */
 }
 
 /* ------------------------------------------------------------------------
@@ -559,9 +558,15 @@ __attribute__((constructor)) static void pl_start(void)
 {
     pl.pid = getpid();
     clock_gettime(CLOCK_MONOTONIC, &pl.start);
-    pl_in_moat++;
+    m_engine_internal++;
+    m_preload_malloc_hooks();
     pl_block_open();
     int err = moat_init(NULL);
+    if (!err) {
+        err = m_preload_malloc_start();
+        if (err)
+            fprintf(stderr, "moat: cannot make the program's heap: %s\n", strerror(err));
+    }
     if (err) {
         fprintf(stderr, "moat: cannot start moat in process %ld: %s (see the lines above)\n",
                 (long)pl.pid, strerror(err));
@@ -592,7 +597,7 @@ __attribute__((constructor)) static void pl_start(void)
             pthread_detach(t);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
-    pl_in_moat--;
+    m_engine_internal--;
     atomic_store_explicit(&pl.state, PL_ON, memory_order_release);
 }
 

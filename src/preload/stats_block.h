@@ -25,7 +25,7 @@
 #include <stdint.h>
 
 #define M_STATS_BLOCK_MAGIC   0x54414f4du /* "MOAT" */
-#define M_STATS_BLOCK_VERSION 1u
+#define M_STATS_BLOCK_VERSION 3u          /* 2: threads_live, threads_peak; 3: alloc_* */
 /* printf format of the file name under /dev/shm (and of the shm_open name
  * with a leading slash). */
 #define M_STATS_BLOCK_NAME "moat-%ld.stats"
@@ -50,6 +50,20 @@ struct m_stats_block {
     uint64_t updates;           /* number of completed updates */
     struct moat_stats stats;    /* the counters, as moat_stats() returned them */
     int64_t run_pid; /* the `moat run` this process descends from ($MOAT_RUN_PID), or 0 */
+    /* The program's threads (tcs.c: m_preload_tcs_stats), main thread
+     * included, moat's own excluded; 0 when the writer does not count them. */
+    uint64_t threads_live;
+    uint64_t threads_peak;
+    /* The allocator's program heap (malloc.c): live bytes asked for, bytes in
+     * slabs and large objects, and committed (those plus free pages not yet
+     * given back); peaks of the first two as sampled at each update.  Frees
+     * of pointers that were not moat's. */
+    uint64_t alloc_requested_bytes;
+    uint64_t alloc_reserved_bytes;
+    uint64_t alloc_committed_bytes;
+    uint64_t alloc_peak_requested_bytes;
+    uint64_t alloc_peak_reserved_bytes;
+    uint64_t alloc_foreign_frees;
 };
 
 #endif

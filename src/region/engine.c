@@ -33,6 +33,17 @@ static pthread_mutex_t engine_lock = PTHREAD_MUTEX_INITIALIZER; /* init/shutdown
 #define DEFAULT_THREADS 2
 #define DEFAULT_AHEAD   16
 
+__thread unsigned m_engine_internal __attribute__((tls_model("initial-exec")));
+void (*m_engine_thread_hook)(void);
+_Atomic bool m_engine_forked;
+
+void m_engine_thread_enter(void)
+{
+    m_engine_internal = 1;
+    if (m_engine_thread_hook)
+        m_engine_thread_hook();
+}
+
 uint64_t m_now_ns(void)
 {
     struct timespec ts;
@@ -68,6 +79,26 @@ static int env_pct(const char *name, unsigned *v)
     *v = (unsigned)x;
     return 0;
 }
+
+static int env_uint(const char *name, unsigned lo, unsigned hi, unsigned *v)
+{
+    const char *s = getenv(name);
+    if (!s || !*s)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long x = strtoul(s, &end, 10);
+    if (errno || end == s || *end || x < lo || x > hi) {
+        m_error("init", "%s='%s' is not a whole number from %u to %u", name, s, lo, hi);
+        return EINVAL;
+    }
+    *v = (unsigned)x;
+    return 0;
+}
+
+/* MOAT_FORK_LOAD: evicted bytes fork() reads back first (SIZE_MAX: unset,
+ * the budget). */
+static size_t fork_load_bytes = SIZE_MAX;
 
 static int engine_options(const struct moat_options *in, struct moat_options *o,
                           const char **log_file)
@@ -112,8 +143,14 @@ static int engine_options(const struct moat_options *in, struct moat_options *o,
             o->fault_ahead = (unsigned)v;
         }
     }
+    fork_load_bytes = SIZE_MAX;
+    err |= env_size("MOAT_FORK_LOAD", &fork_load_bytes);
     if (!o->store)
         o->store = getenv("MOAT_STORE");
+    if (!o->store_replicas)
+        err |= env_uint("MOAT_STORE_REPLICAS", 0, 16, &o->store_replicas);
+    if (!o->store_timeout_ms)
+        err |= env_uint("MOAT_STORE_TIMEOUT", 1, 3600000, &o->store_timeout_ms);
     if (err)
         return EINVAL;
     if (!o->range_size)
@@ -180,10 +217,76 @@ static void engine_atexit(void)
 {
     m_seal_wipe();
 }
+/*
+ * fork
+ *
+ * The ELRANGE is inherited like any private memory: the child gets the
+ * parent's resident pages copy-on-write, and its copy of the range is no
+ * longer registered with the userfaultfd (the engine does not ask for
+ * UFFD_FEATURE_EVENT_FORK), so it is plain anonymous memory there.  The
+ * child has no engine threads and the key is wiped in it (MADV_WIPEONFORK),
+ * so it cannot read what the parent sealed: pages the parent had evicted, or
+ * was evicting or loading at the instant of the fork (the page table is
+ * copied in the same instant as the mappings: fork holds the mmap lock that
+ * every userfaultfd ioctl takes), are made inaccessible in the child, and an
+ * access to one stops it with a message (fault.c) instead of reading zeros.
+ * Pages the parent never touched read as zeros, as they would have there.
+ * fork followed by exec - the common case - costs one scan of the page table
+ * up to the highest address ever allocated.
+ *
+ * So that a child sees evicted pages too, the parent first reads them back
+ * (engine_fork_prepare, before the allocator's own fork handler takes its
+ * locks) when there are no more than MOAT_FORK_LOAD bytes of them (default:
+ * the budget).  They are held above the budget for the instant of the fork,
+ * accounted as a temporary extension of it (reported as fork_loaded_pages),
+ * and evicted again by the reclaimer afterwards.  A page evicted anyway (by
+ * a race with another thread, or because there were more) is only
+ * inaccessible in the child, never wrong.
+ */
+static uint64_t fork_boost; /* pages the budget is extended by, forking thread only */
+
+static void engine_fork_prepare(void)
+{
+    fork_boost = 0;
+    if (!atomic_load(&m_engine.running) || !m_engine.budget_pages)
+        return;
+    uint64_t ev = atomic_load(&m_engine.c.evicted);
+    if (!ev || ev > m_engine.fork_load_pages)
+        return;
+    /* twice: loads read ahead, and a read ahead may commit untouched
+     * neighbours too */
+    fork_boost = 2 * ev + m_engine.batch_pages + M_FAULT_AHEAD_MAX;
+    m_budget_boost((int64_t)fork_boost);
+    for (int pass = 0; pass < 3; pass++) {
+        size_t n = m_region_fork_load();
+        m_counter_add(&m_engine.c.fork_loaded, n);
+        if (!n)
+            break;
+    }
+}
+
+static void engine_fork_parent(void)
+{
+    if (fork_boost)
+        m_budget_boost(-(int64_t)fork_boost);
+    fork_boost = 0;
+}
+
+static void engine_fork_child(void)
+{
+    fork_boost = 0;
+    if (!atomic_load(&m_engine.running))
+        return;
+    atomic_store(&m_engine.running, false);
+    atomic_store(&m_engine_forked, true);
+    m_region_fork_protect();
+}
+
 static pthread_once_t engine_atexit_once = PTHREAD_ONCE_INIT;
 static void engine_atexit_register(void)
 {
     atexit(engine_atexit);
+    pthread_atfork(engine_fork_prepare, engine_fork_parent, engine_fork_child);
 }
 
 int moat_init(const struct moat_options *opts)
@@ -205,7 +308,7 @@ int moat_init(const struct moat_options *opts)
     if (!err)
         err = m_seal_init();
     if (!err)
-        err = m_store_open(o.store, &m_engine.store);
+        err = m_store_open_opts(o.store, o.store_replicas, o.store_timeout_ms, &m_engine.store);
     if (!err) {
         m_engine.size = o.range_size;
         m_engine.npages = o.range_size >> M_PAGE_SHIFT;
@@ -224,10 +327,6 @@ int moat_init(const struct moat_options *opts)
         } else {
             m_engine.base = (uintptr_t)base;
             m_engine.pages = pages;
-            /* fork children do not inherit managed memory (they would see
-             * zeros where evicted pages were): an access there faults
-             * loudly instead */
-            madvise(base, o.range_size, MADV_DONTFORK);
         }
     }
     if (!err) {
@@ -237,11 +336,14 @@ int moat_init(const struct moat_options *opts)
         m_engine.batch_pages = o.batch_pages;
         m_engine.fault_threads = o.fault_threads;
         m_engine.fault_ahead = o.fault_ahead;
+        m_engine.fork_load_pages =
+            (fork_load_bytes == SIZE_MAX ? o.budget : fork_load_bytes) / M_PAGE_SIZE;
         err = m_region_init();
     }
     if (!err)
         err = m_fault_open(m_engine.base, m_engine.size);
     if (!err) {
+        atomic_store(&m_engine_forked, false);
         atomic_store(&m_engine.running, true);
         err = m_budget_init();
     }
@@ -312,6 +414,7 @@ int moat_stats(struct moat_stats *out)
     out->integrity_failures = atomic_load(&c->integrity_failures);
     out->fault_ns = atomic_load(&c->fault_ns);
     out->reclaim_ns = atomic_load(&c->reclaim_ns);
+    out->fork_loaded_pages = atomic_load(&c->fork_loaded);
     return 0;
 }
 

@@ -44,6 +44,7 @@ static struct {
     struct m_region_info *tab;
     size_t n, cap;
     uint64_t next_id;
+    _Atomic uintptr_t high; /* highest end ever allocated (fork scans below it) */
 } rt = {.lock = PTHREAD_RWLOCK_INITIALIZER};
 
 /* ------------------------------------------------------------------------
@@ -427,6 +428,8 @@ int moat_alloc(void *addr, size_t length, int flags, moat_fault_handler_t handle
     if (err)
         goto out;
     tab_insert(&r);
+    if (at + length > atomic_load_explicit(&rt.high, memory_order_relaxed))
+        atomic_store_explicit(&rt.high, at + length, memory_order_relaxed);
     if (out_addr)
         *out_addr = (void *)at;
     m_debug("region", "alloc [%#lx, %#lx) flags %#x id %llu", (unsigned long)at,
@@ -794,4 +797,58 @@ size_t m_region_count(void)
         n += !(rt.tab[i].flags & M_AREA_DYING);
     pthread_rwlock_unlock(&rt.lock);
     return n;
+}
+
+/* ------------------------------------------------------------------------
+ * fork (see engine.c)
+ * ---------------------------------------------------------------------- */
+
+static bool fork_page_lost(uint32_t flags)
+{
+    unsigned st = m_page_state(flags);
+    return st == M_PS_EVICTING || st == M_PS_EVICTED || st == M_PS_LOADING;
+}
+
+void m_region_fork_protect(void)
+{
+    uintptr_t high = atomic_load_explicit(&rt.high, memory_order_relaxed);
+    if (high <= m_engine.base)
+        return;
+    size_t n = m_engine_index(high);
+    size_t run = 0;
+    for (size_t i = 0; i <= n; i++) {
+        bool lost = i < n && fork_page_lost(atomic_load_explicit(&m_engine_page(i)->flags,
+                                                                 memory_order_relaxed));
+        if (lost) {
+            run++;
+        } else if (run) {
+            mprotect((void *)m_engine_addr(i - run), run << M_PAGE_SHIFT, PROT_NONE);
+            run = 0;
+        }
+    }
+}
+
+size_t m_region_fork_load(void)
+{
+    uintptr_t high = atomic_load_explicit(&rt.high, memory_order_relaxed);
+    if (high <= m_engine.base)
+        return 0;
+    size_t n = m_engine_index(high), loaded = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t f = atomic_load_explicit(&m_engine_page(i)->flags, memory_order_relaxed);
+        if (m_page_state(f) == M_PS_EVICTED && !(f & M_PF_BAD) &&
+            (m_page_prot(f) & MOAT_PROT_READ)) {
+            /* a read fault: the fault layer loads the page (clean) */
+            (void)*(volatile const uint8_t *)m_engine_addr(i);
+            loaded++;
+        }
+    }
+    return loaded;
+}
+
+bool m_region_fork_lost(uintptr_t addr)
+{
+    return atomic_load(&m_engine_forked) && m_engine_contains(addr) &&
+           fork_page_lost(atomic_load_explicit(&m_engine_page(m_engine_index(addr))->flags,
+                                               memory_order_relaxed));
 }

@@ -41,6 +41,19 @@ void m_region_read_lock(void);
 int m_region_find_locked(uintptr_t addr, struct m_region_info *out);
 void m_region_read_unlock(void);
 
+/* m_region_fork_protect - in the child of a fork: make every page the
+ * parent had evicted, or was evicting or loading, inaccessible (PROT_NONE),
+ * scanning the page table up to the highest address ever allocated. */
+void m_region_fork_protect(void);
+
+/* m_region_fork_load - before fork: read back every evicted page that can
+ * be read, below the highest address ever allocated; returns how many. */
+size_t m_region_fork_load(void);
+
+/* m_region_fork_lost - in the child of a fork: true if addr is a page made
+ * inaccessible by m_region_fork_protect. */
+bool m_region_fork_lost(uintptr_t addr);
+
 /* m_region_count - how many areas there are. */
 size_t m_region_count(void);
 

@@ -54,8 +54,13 @@
  * in order, so by the time that queue's writes run the old connection is
  * either gone with its unread commands, or finished.
  *
- * Not done yet: Redis Cluster, replicas (WAIT), retries with backoff, and
- * `moat store gc` for keys of dead instances (see docs/redis.md).
+ * Liveness.  Submits refresh the liveness key as a side effect; a thread
+ * of the store refreshes it when no submit has for 10 s, so an idle
+ * instance never looks dead to `moat store gc`.
+ *
+ * Redis Cluster is cluster.c, which shares this file's error mapping.  Not
+ * done here: replicas (WAIT) and retries, which only the cluster backend
+ * has (see docs/redis.md).
  */
 #include "store/redis.h"
 #include "store/store.h"
@@ -114,6 +119,10 @@ struct redis_store {
     _Atomic unsigned nqueues;
     _Atomic uint64_t logged_errnos; /* bit e set once errno e < 64 was logged */
     _Atomic int64_t alive_at;       /* CLOCK_MONOTONIC seconds of the last refresh */
+    pthread_t alive_thread;         /* see redis_alive_main */
+    bool alive_started, alive_stop; /* alive_stop under alive_lock */
+    pthread_mutex_t alive_lock;
+    pthread_cond_t alive_cond;
 
     pthread_mutex_t lock; /* guards the fields down to `nfence` */
     uint64_t *map;        /* bit per slot: allocated, or its DEL in flight */
@@ -597,6 +606,8 @@ static void redis_key(const struct redis_store *rs, uint64_t slot, char *key, si
 
 static void redis_destroy(struct redis_store *rs)
 {
+    pthread_mutex_destroy(&rs->alive_lock);
+    pthread_cond_destroy(&rs->alive_cond);
     if (rs->admin)
         redisFree(rs->admin);
     pthread_mutex_destroy(&rs->lock);
@@ -617,6 +628,50 @@ static int redis_set_alive(struct redis_store *rs, redisContext *c)
                         (int)getpid(), REDIS_ALIVE_TTL_S);
 }
 
+/* Refresh the liveness key when no submit has for REDIS_ALIVE_REFRESH_S,
+ * on a connection of its own, so an idle instance is not taken for dead by
+ * `moat store gc` (which would remove its pages). */
+static void *redis_alive_main(void *arg)
+{
+    struct redis_store *rs = arg;
+    struct redis_nopipe np;
+    redis_nopipe_begin(&np); /* for the life of the thread */
+    pthread_mutex_lock(&rs->alive_lock);
+    while (!rs->alive_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&rs->alive_cond, &rs->alive_lock, &ts);
+        if (rs->alive_stop)
+            break;
+        int64_t now = redis_now_s();
+        int64_t last = atomic_load(&rs->alive_at);
+        if (now - last < REDIS_ALIVE_REFRESH_S ||
+            !atomic_compare_exchange_strong(&rs->alive_at, &last, now))
+            continue;
+        pthread_mutex_unlock(&rs->alive_lock);
+        redisContext *c = NULL;
+        int err = redis_connect(rs, &c, NULL);
+        if (!err)
+            err = redis_set_alive(rs, c);
+        if (c)
+            redisFree(c);
+        if (err) {
+            redis_log_once(rs, err,
+                           "refreshing the liveness key failed; `moat store gc` may take this "
+                           "instance for dead in %d s",
+                           REDIS_ALIVE_TTL_S);
+            /* Try again in a second, not in 10. */
+            int64_t mine = now;
+            atomic_compare_exchange_strong(&rs->alive_at, &mine, last);
+        }
+        pthread_mutex_lock(&rs->alive_lock);
+    }
+    pthread_mutex_unlock(&rs->alive_lock);
+    redis_nopipe_end(&np);
+    return NULL;
+}
+
 static int redis_open(const char *rest, struct m_store **out)
 {
     struct redis_store *rs = calloc(1, sizeof *rs);
@@ -624,6 +679,12 @@ static int redis_open(const char *rest, struct m_store **out)
         return ENOMEM;
     rs->base.ops = &m_store_redis_ops;
     pthread_mutex_init(&rs->lock, NULL);
+    pthread_mutex_init(&rs->alive_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&rs->alive_cond, &ca);
+    pthread_condattr_destroy(&ca);
     rs->timeout_ms = REDIS_COMMAND_TIMEOUT_MS;
     rs->connect_timeout_ms = REDIS_CONNECT_TIMEOUT_MS;
     int rc = redis_parse_uri(rs, rest);
@@ -645,6 +706,11 @@ static int redis_open(const char *rest, struct m_store **out)
     if (rc)
         goto fail;
     atomic_store(&rs->alive_at, redis_now_s());
+    if (pthread_create(&rs->alive_thread, NULL, redis_alive_main, rs) == 0)
+        rs->alive_started = true;
+    else
+        m_warn("store", "%s: no liveness thread; the liveness key is refreshed by I/O only",
+               rs->name);
     m_info("store", "store %s: keys %s*, connect timeout %d ms, command timeout %d ms", rs->name,
            rs->prefix, rs->connect_timeout_ms, rs->timeout_ms);
     *out = &rs->base;
@@ -728,6 +794,8 @@ int m_store_redis_gc(const char *uri, uint64_t *ninstances, uint64_t *nkeys)
     if (!rs)
         return ENOMEM;
     pthread_mutex_init(&rs->lock, NULL);
+    pthread_mutex_init(&rs->alive_lock, NULL);
+    pthread_cond_init(&rs->alive_cond, NULL);
     rs->timeout_ms = REDIS_COMMAND_TIMEOUT_MS;
     rs->connect_timeout_ms = REDIS_CONNECT_TIMEOUT_MS;
     int rc = redis_parse_uri(rs, uri + 6);
@@ -800,6 +868,13 @@ static void redis_close(struct m_store *s)
     if (nq)
         m_error("store", "store %s closed with %u queue(s) still open: their memory is lost",
                 rs->name, nq);
+    if (rs->alive_started) {
+        pthread_mutex_lock(&rs->alive_lock);
+        rs->alive_stop = true;
+        pthread_cond_signal(&rs->alive_cond);
+        pthread_mutex_unlock(&rs->alive_lock);
+        pthread_join(rs->alive_thread, NULL);
+    }
     struct redis_nopipe np;
     redis_nopipe_begin(&np);
     redisContext *c = rs->admin;
@@ -1263,3 +1338,35 @@ const struct m_store_ops m_store_redis_ops = {
     .stats = redis_stats,
     .describe = redis_describe,
 };
+
+/* ---------------------------------------------------------------------------
+ * Shared with cluster.c
+ * ------------------------------------------------------------------------- */
+
+int m_store_redis_ctx_errno(const struct redisContext *c)
+{
+    return redis_ctx_errno(c);
+}
+
+int m_store_redis_reply_errno(const struct redisReply *r)
+{
+    return redis_reply_errno(r);
+}
+
+const char *m_store_redis_err_hint(int err)
+{
+    return redis_err_hint(err);
+}
+
+_Static_assert(sizeof(struct redis_nopipe) <= sizeof(struct m_store_redis_nopipe),
+               "m_store_redis_nopipe is too small");
+
+void m_store_redis_nopipe_begin(struct m_store_redis_nopipe *np)
+{
+    redis_nopipe_begin((struct redis_nopipe *)(void *)np);
+}
+
+void m_store_redis_nopipe_end(struct m_store_redis_nopipe *np)
+{
+    redis_nopipe_end((struct redis_nopipe *)(void *)np);
+}

@@ -34,6 +34,29 @@ int m_store_redis_stats(struct m_store *s, struct m_store_redis_stats *out);
  * connection's errno (ECONNREFUSED, EACCES, ETIMEDOUT, EIO). */
 int m_store_redis_gc(const char *uri, uint64_t *ninstances, uint64_t *nkeys);
 
+/* Shared with the cluster backend (cluster.c), which speaks the same
+ * protocol to many servers. */
+struct redisContext;
+struct redisReply;
+
+/* m_store_redis_ctx_errno - the errno for a failed hiredis context:
+ * ECONNREFUSED, ETIMEDOUT, ECONNRESET, EHOSTUNREACH, ENETUNREACH, ENOMEM or
+ * EIO. */
+int m_store_redis_ctx_errno(const struct redisContext *c);
+/* m_store_redis_reply_errno - the errno for an error reply: ENOSPC for OOM,
+ * EACCES for NOAUTH / WRONGPASS / NOPERM, EIO otherwise. */
+int m_store_redis_reply_errno(const struct redisReply *r);
+/* m_store_redis_err_hint - a sentence telling the user what to check. */
+const char *m_store_redis_err_hint(int err);
+
+/* Writes to a socket whose peer went away raise SIGPIPE; these bracket a
+ * write so that it is an error (EPIPE) instead of the death of the program. */
+struct m_store_redis_nopipe {
+    uint64_t opaque[17]; /* a struct redis_nopipe: sigset_t and a flag */
+};
+void m_store_redis_nopipe_begin(struct m_store_redis_nopipe *np);
+void m_store_redis_nopipe_end(struct m_store_redis_nopipe *np);
+
 extern const struct m_store_ops m_store_redis_ops;
 
 #endif

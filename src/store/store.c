@@ -10,6 +10,7 @@
  */
 #include "store/store.h"
 #ifdef M_STORE_HAVE_REDIS
+#include "store/cluster.h"
 #include "store/redis.h"
 #endif
 
@@ -17,6 +18,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -25,6 +28,7 @@ static const struct m_store_ops *const store_backends[] = {
     &m_store_file_ops,
 #ifdef M_STORE_HAVE_REDIS
     &m_store_redis_ops,
+    &m_store_cluster_ops,
 #endif
 };
 
@@ -69,15 +73,6 @@ static int store_unknown(const char *uri, size_t scheme_len)
             return EINVAL;
         }
     }
-#ifdef M_STORE_HAVE_REDIS
-    if (scheme_len == 13 && strncasecmp(uri, "redis+cluster", 13) == 0) {
-        m_error("store",
-                "store URI \"%s\": Redis Cluster is not supported yet; use redis://host:port "
-                "for one server",
-                uri);
-        return EINVAL;
-    }
-#endif
     m_error("store", "store URI \"%s\": unknown scheme \"%.*s\"; known schemes: %s or a plain path",
             uri, (int)scheme_len, uri, known);
     return EINVAL;
@@ -104,6 +99,60 @@ int m_store_open(const char *uri, struct m_store **out)
         return ops->open(rest, out);
     }
     return store_unknown(uri, n);
+}
+
+/* Whether the query part of uri names option `name`. */
+static bool store_uri_has_opt(const char *uri, const char *name)
+{
+    const char *q = strchr(uri, '?');
+    size_t len = strlen(name);
+    while (q) {
+        q++;
+        if (strncmp(q, name, len) == 0 && q[len] == '=')
+            return true;
+        q = strchr(q, '&');
+    }
+    return false;
+}
+
+int m_store_open_opts(const char *uri, unsigned replicas, unsigned timeout_ms, struct m_store **out)
+{
+    if (!out)
+        return EINVAL;
+    *out = NULL;
+    if (!replicas && !timeout_ms)
+        return m_store_open(uri, out);
+    size_t n = uri ? store_scheme_len(uri) : 0;
+    bool cluster = n == 13 && strncasecmp(uri, "redis+cluster", 13) == 0;
+    bool single = n == 5 && strncasecmp(uri, "redis", 5) == 0;
+    if (replicas && !cluster) {
+        m_error("store",
+                "store replicas=%u (MOAT_STORE_REPLICAS) needs a redis+cluster:// store; the "
+                "store is \"%s\"",
+                replicas, uri ? uri : "(a temporary file)");
+        return EINVAL;
+    }
+    if (!cluster && !single)
+        return m_store_open(uri, out); /* a file store has no network timeout */
+    char extra[96];
+    size_t off = 0;
+    extra[0] = '\0';
+    const char *topt = cluster ? "retry_timeout" : "timeout";
+    if (replicas && !store_uri_has_opt(uri, "replicas"))
+        off += (size_t)snprintf(extra + off, sizeof extra - off, "&replicas=%u", replicas);
+    if (timeout_ms && !store_uri_has_opt(uri, topt))
+        off += (size_t)snprintf(extra + off, sizeof extra - off, "&%s=%u", topt, timeout_ms);
+    if (!off)
+        return m_store_open(uri, out);
+    size_t len = strlen(uri) + off + 1;
+    char *full = malloc(len);
+    if (!full)
+        return ENOMEM;
+    snprintf(full, len, "%s%c%s", uri, strchr(uri, '?') ? '&' : '?', extra + 1);
+    int rc = m_store_open(full, out);
+    explicit_bzero(full, len); /* it may hold a password */
+    free(full);
+    return rc;
 }
 
 void m_store_close(struct m_store *s)

@@ -92,6 +92,14 @@ struct m_store_queue {
  * Errors: EINVAL unknown scheme or malformed URI (logged with the URI);
  * errno values from open(2), io_uring set-up (ENOSYS, EPERM). */
 int m_store_open(const char *uri, struct m_store **out);
+/* m_store_open_opts - m_store_open with the options moat_init takes outside
+ * the URI (struct moat_options, MOAT_STORE_REPLICAS, MOAT_STORE_TIMEOUT):
+ * replicas > 0 needs a redis+cluster store (EINVAL otherwise, logged);
+ * timeout_ms > 0 is the cluster's retry_timeout or the single server's
+ * timeout, and is ignored by the file store.  An option the URI names
+ * itself wins. */
+int m_store_open_opts(const char *uri, unsigned replicas, unsigned timeout_ms,
+                      struct m_store **out);
 void m_store_close(struct m_store *s);
 
 /* m_store_slot_alloc - a free slot (lowest freed slots are reused first so

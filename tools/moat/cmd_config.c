@@ -6,6 +6,7 @@
  *   moat config explain FILE      the effective Init and Max on a platform
  *   moat config enclave-xml FILE  the Enclave.xml Occlum's tool derives
  *   moat config json FILE         the same values and diagnostics as JSON
+ *   moat config suggest STATS     resource_limits from a run's --stats-json
  *
  * Each takes --edmm/--no-edmm, --sgx-mode HW|SIM and --compat
  * guide|occlum-tool.  Output goes to stdout; for explain, enclave-xml and
@@ -16,8 +17,14 @@
 #include "cli.h"
 
 #include "config/config.h"
+#include "run_config.h"
+
+#include "common/size.h"
+
+#include <jansson.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +62,8 @@ static const char usage_main[] =
     "               heap, user space and threads on one platform, and why\n"
     "  enclave-xml  print the Enclave.xml Occlum's configuration tool derives\n"
     "  json         print the effective values and all diagnostics as JSON\n"
+    "  suggest      turn the --stats-json of a `moat run` into a suggested\n"
+    "               resource_limits section\n"
     "\n"
     "FILE is an Occlum.json; '-' reads standard input.\n"
     "'moat config COMMAND --help' describes each command and its options.\n"
@@ -161,6 +170,36 @@ static const char help_json[] =
     "exit status: 0 valid, 2 usage error or unreadable FILE, 3 invalid (the JSON\n"
     "is printed all the same), 4 OUT could not be written.\n";
 
+static const char help_suggest[] =
+    "usage: moat config suggest [OPTIONS] STATS.json\n"
+    "\n"
+    "Turn the statistics of a run (moat run --stats-json FILE, best with --config)\n"
+    "into a suggested resource_limits section, printed as JSON on stdout; what it\n"
+    "is based on goes to stderr. The rules (docs/config.md):\n"
+    "\n"
+    "  - a maximum leaves PCT%% of itself unused at the run's peak: peak / (1 - PCT),\n"
+    "    sizes rounded up to whole MB (at least 1MB);\n"
+    "  - EDMM: user_space_size 1MB (start-up stays fast, the rest comes on demand),\n"
+    "    user_space_max_size that maximum, init_num_of_threads the thread peak (at\n"
+    "    most the tool's 16), max_num_of_threads from the thread peak (at most 4096);\n"
+    "  - without EDMM: user_space_size that maximum (all of it is committed at\n"
+    "    start-up) and max_num_of_threads; the init and max_size fields are left\n"
+    "    out, they have no effect there;\n"
+    "  - kernel_space_* are copied from the run's configuration (moat cannot see\n"
+    "    the LibOS kernel's use); the thread fields are left out when the run did\n"
+    "    not count threads.\n"
+    "\n"
+    "options:\n"
+    "  --headroom PCT    share of each maximum left unused at the peak, 0 to %u\n"
+    "                    (default %u)\n"
+    "  --edmm            suggest for an SGX2 platform with EDMM\n"
+    "  --no-edmm         suggest for a platform without EDMM\n"
+    "                    (default: the platform of the run's --config, else EDMM)\n"
+    "  -h, --help        this text\n"
+    "\n"
+    "exit status: 0 printed, 2 usage error or unreadable STATS.json, 3 STATS.json\n"
+    "is not the --stats-json of a moat run.\n";
+
 static void print_help(FILE *f, const char *cmd)
 {
     if (!strcmp(cmd, "check"))
@@ -171,6 +210,8 @@ static void print_help(FILE *f, const char *cmd)
         fprintf(f, help_xml, help_platform);
     else if (!strcmp(cmd, "json"))
         fprintf(f, help_json, help_platform);
+    else if (!strcmp(cmd, "suggest"))
+        fprintf(f, help_suggest, M_RUN_HEADROOM_MAX, M_RUN_HEADROOM_DEFAULT);
     else
         fputs(usage_main, f);
 }
@@ -465,6 +506,124 @@ static int cmd_json(const struct cli *c, struct m_config *cfg)
     return rc;
 }
 
+/* ---------------------------------------------------------------------------
+ * suggest
+ * ------------------------------------------------------------------------- */
+
+/* An integer member of obj at a dotted path ("config.user_space.peak"). */
+static bool json_u64(json_t *obj, const char *path, uint64_t *out)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", path);
+    json_t *v = obj;
+    for (char *save = NULL, *k = strtok_r(buf, ".", &save); k && v; k = strtok_r(NULL, ".", &save))
+        v = json_is_object(v) ? json_object_get(v, k) : NULL;
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return false;
+    *out = (uint64_t)json_integer_value(v);
+    return true;
+}
+
+static int cmd_suggest(int argc, char **argv)
+{
+    struct cli c = {.cmd = "suggest"};
+    unsigned headroom = M_RUN_HEADROOM_DEFAULT;
+    int edmm = -1;
+    bool only_files = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (only_files || a[0] != '-' || !strcmp(a, "-")) {
+            if (c.file)
+                return usage_error(&c, "more than one STATS.json given ('%s'); give exactly one.",
+                                   a);
+            c.file = a;
+        } else if (!strcmp(a, "--")) {
+            only_files = true;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            print_help(stdout, "suggest");
+            return MOAT_EXIT_OK;
+        } else if (!strcmp(a, "--edmm") || !strcmp(a, "--no-edmm")) {
+            int e = a[2] == 'e';
+            if (edmm >= 0 && e != edmm)
+                return usage_error(&c, "%s",
+                                   "--edmm and --no-edmm contradict each other; give one.");
+            edmm = e;
+        } else if (opt_is(a, "--headroom")) {
+            const char *v = opt_value(argc, argv, &i, "--headroom");
+            char *end = NULL;
+            unsigned long h = v ? strtoul(v, &end, 10) : 0;
+            if (!v || !*v || *end || v[0] == '-' || h > M_RUN_HEADROOM_MAX)
+                return usage_error(
+                    &c, "--headroom needs a whole percentage from 0 to 90, not '%s'.", v ? v : "");
+            headroom = (unsigned)h;
+        } else {
+            return usage_error(&c, "unknown option '%s'.", a);
+        }
+    }
+    if (!c.file)
+        return usage_error(&c, "%s",
+                           "no STATS.json given: name the file of moat run --stats-json.");
+    FILE *in = strcmp(c.file, "-") ? fopen(c.file, "r") : stdin;
+    if (!in) {
+        fprintf(stderr, "moat config suggest: cannot read '%s': %s.\n", c.file, strerror(errno));
+        return MOAT_EXIT_USAGE;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadf(in, 0, &jerr);
+    if (in != stdin)
+        fclose(in);
+    uint64_t committed = 0, page = 4096;
+    if (!root || !json_is_object(root) || !json_u64(root, "peak_committed_pages", &committed)) {
+        fprintf(stderr,
+                "moat config suggest: %s is not the statistics of a run (moat run --stats-json "
+                "FILE writes them)%s%s.\n",
+                c.file, root ? "" : ": ", root ? "" : jerr.text);
+        json_decref(root);
+        return MOAT_EXIT_CONFIG;
+    }
+    json_u64(root, "page_size", &page);
+    struct m_run_peaks p = {.user_bytes = committed * page};
+    json_u64(root, "config.user_space.peak", &p.user_bytes);
+    if (!json_u64(root, "config.threads.peak", &p.threads))
+        json_u64(root, "threads_peak", &p.threads);
+    json_t *cfg = json_object_get(root, "config");
+    json_t *jedmm = json_object_get(cfg, "edmm");
+    bool assumed = false;
+    if (edmm < 0) {
+        if (json_is_boolean(jedmm)) {
+            edmm = json_is_true(jedmm);
+        } else {
+            edmm = 1;
+            assumed = true;
+        }
+    }
+    const char *kernel[3] = {NULL, NULL, NULL};
+    static const char *const knames[3] = {"kernel_space_stack_size", "kernel_space_heap_size",
+                                          "kernel_space_heap_max_size"};
+    json_t *conf = json_object_get(cfg, "configured");
+    for (int i = 0; i < 3; i++)
+        kernel[i] = json_string_value(json_object_get(conf, knames[i]));
+    struct m_run_suggestion s;
+    m_run_suggest(&p, edmm, headroom, &s);
+    char pk[32];
+    fprintf(stderr, "moat config suggest: user space peak %s, ",
+            m_size_format((size_t)p.user_bytes, pk, sizeof pk));
+    if (p.threads)
+        fprintf(stderr, "thread peak %" PRIu64 ", ", p.threads);
+    else
+        fprintf(stderr, "no thread peak (the run did not count threads: no thread fields), ");
+    fprintf(stderr, "%u%% headroom, %s%s.\n", s.headroom_pct, edmm ? "EDMM" : "without EDMM",
+            assumed ? " (assumed: the run had no --config; --no-edmm for the other)" : "");
+    if (s.threads_clamped)
+        fprintf(stderr, "moat config suggest: max_num_of_threads held at the tool's maximum "
+                        "of 4096.\n");
+    printf("{\n    \"resource_limits\": {\n");
+    m_run_suggest_print(stdout, &s, kernel, 8);
+    printf("\n    }\n}\n");
+    json_decref(root);
+    return fflush(stdout) ? MOAT_EXIT_RUNTIME : MOAT_EXIT_OK;
+}
+
 int moat_cmd_config(int argc, char **argv)
 {
     static const struct {
@@ -506,10 +665,8 @@ int moat_cmd_config(int argc, char **argv)
         return rc;
     }
     if (!strcmp(sub, "suggest"))
-        fprintf(stderr, "moat config: 'suggest' needs the statistics of a `moat run`, which does "
-                        "not exist yet.\n");
-    else
-        fprintf(stderr, "moat config: unknown command '%s'.\n\n", sub);
+        return cmd_suggest(argc - 1, argv + 1);
+    fprintf(stderr, "moat config: unknown command '%s'.\n\n", sub);
     fputs(usage_main, stderr);
     return MOAT_EXIT_USAGE;
 }

@@ -85,7 +85,10 @@ int moat_cmd_plot(int argc, char **argv)
     char line[1024];
     bool ok = fgets(line, sizeof line, f) != NULL;
     line[strcspn(line, "\r\n")] = '\0';
-    ok = ok && !strcmp(line, M_RUN_TRACE_HEADER);
+    /* traces written before the allocator's columns existed end at fault_ns */
+    bool alloc_cols = ok && !strcmp(line, M_RUN_TRACE_HEADER);
+    size_t v1 = strlen(M_RUN_TRACE_HEADER) - strlen(",alloc_requested_bytes,alloc_reserved_bytes");
+    ok = ok && (alloc_cols || (strlen(line) == v1 && !strncmp(line, M_RUN_TRACE_HEADER, v1)));
     bool rows = ok && fgets(line, sizeof line, f) != NULL;
     fclose(f);
     if (!ok) {
@@ -123,8 +126,12 @@ int moat_cmd_plot(int argc, char **argv)
         "plot '%s' using 1:(mib($2)) with lines lw 2 dt 2 lc rgb '#d62728' title 'budget', "
         "'' using 1:(mib($3)) with lines lw 2 lc rgb '#1f77b4' title 'resident', "
         "'' using 1:(mib($4)) with lines lw 2 lc rgb '#2ca02c' title 'committed', "
-        "'' using 1:(mib($5)) with lines lw 2 lc rgb '#ff7f0e' title 'evicted (in the store)'\n",
-        term, out, title ? title : "moat run: memory over time", in);
+        "'' using 1:(mib($5)) with lines lw 2 lc rgb '#ff7f0e' title 'evicted (in the store)'%s\n",
+        term, out, title ? title : "moat run: memory over time", in,
+        alloc_cols ? ", '' using 1:($15 / 1048576.0) with lines lw 1.5 lc rgb '#9467bd' title "
+                     "'malloc requested', '' using 1:($16 / 1048576.0) with lines lw 1.5 dt 3 "
+                     "lc rgb '#8c564b' title 'malloc reserved'"
+                   : "");
     int st = pclose(gp);
     if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         fprintf(stderr, "moat plot: gnuplot failed (status %d)%s\n",

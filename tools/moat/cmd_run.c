@@ -11,9 +11,14 @@
  * program was killed.  A close-on-exec pipe tells the parent whether exec
  * worked.  The parent samples the block every --trace-interval into the
  * --trace CSV while it waits on a pidfd.
+ *
+ * --config Occlum.json rehearses an enclave: the layout the config layer
+ * derives sets the program's limits (run_config.c), and the run's peaks
+ * are reported against them at exit.
  */
 #include "cli.h"
 #include "run.h"
+#include "run_config.h"
 
 #include "common/size.h"
 
@@ -35,28 +40,59 @@
 
 static void run_usage(FILE *f)
 {
-    fprintf(f, "usage: moat run [OPTIONS] [--] PROGRAM [ARGS...]\n"
-               "\n"
-               "Run PROGRAM with moat preloaded: its private anonymous memory (mmap) is\n"
-               "served from moat regions under a hard resident budget; pages above it are\n"
-               "sealed (AES-256-GCM) and evicted to the store.  Programs it starts (fork +\n"
-               "exec) run under moat too, each with a budget of its own of the same size.\n"
-               "\n"
-               "  --budget SIZE        resident budget (default $MOAT_BUDGET, else 64M); SIZE is\n"
-               "                       bytes or a number with K, M, G, T (binary): 4096, 64M,\n"
-               "                       64MiB, 1.5G\n"
-               "  --low PCT            reclaim runs down to PCT%% of the budget (default 80)\n"
-               "  --high PCT           reclaim starts above PCT%% of the budget (default 90)\n"
-               "  --store URI          where evicted pages go: file:PATH, redis://HOST:PORT\n"
-               "                       (default: an unlinked file in $TMPDIR)\n"
-               "  --stats-json FILE    write every statistic at exit as JSON\n"
-               "  --trace FILE         sample the statistics into a CSV time series\n"
-               "  --trace-interval MS  sampling interval, 10-60000 ms (default 100)\n"
-               "  --quiet              no summary on stderr\n"
-               "\n"
-               "Exit status: the program's own, 128+N if it was killed by signal N, 2 for a\n"
-               "usage error, 3 for a configuration error, 4 if moat or the program could\n"
-               "not be started.  `moat stat PID` shows a running program's numbers.\n");
+    fprintf(f,
+            "usage: moat run [OPTIONS] [--] PROGRAM [ARGS...]\n"
+            "\n"
+            "Run PROGRAM with moat preloaded: its private anonymous memory (mmap) is\n"
+            "served from moat regions under a hard resident budget; pages above it are\n"
+            "sealed (AES-256-GCM) and evicted to the store.  Programs it starts (fork +\n"
+            "exec) run under moat too, each with a budget of its own of the same size.\n"
+            "\n"
+            "  --budget SIZE        resident budget (default $MOAT_BUDGET, else 64M); SIZE is\n"
+            "                       bytes or a number with K, M, G, T (binary): 4096, 64M,\n"
+            "                       64MiB, 1.5G\n"
+            "  --low PCT            reclaim runs down to PCT%% of the budget (default 80)\n"
+            "  --high PCT           reclaim starts above PCT%% of the budget (default 90)\n"
+            "  --store URI          where evicted pages go: file:PATH, redis://HOST:PORT\n"
+            "                       (default: an unlinked file in $TMPDIR)\n"
+            "  --stats-json FILE    write every statistic at exit as JSON\n"
+            "  --trace FILE         sample the statistics into a CSV time series\n"
+            "  --trace-interval MS  sampling interval, 10-60000 ms (default 100)\n"
+            "  --quiet              no summary on stderr\n"
+            "\n"
+            "Rehearsing an enclave (docs/run.md):\n"
+            "  --config FILE        apply the Occlum.json FILE (invalid: exit 3): the program's\n"
+            "                       managed memory is capped at the user space Max\n"
+            "                       (ENOMEM beyond), threads at the maximum (pthread_create\n"
+            "                       fails with EAGAIN beyond); at exit the peaks are reported\n"
+            "                       against Init and Max, with suggested values\n"
+            "  --edmm, --no-edmm    the platform to derive for (default: feature.enable_edmm)\n"
+            "  --sgx-mode MODE      HW (default) or SIM, as SGX_MODE\n"
+            "  --compat MODE        guide (default) or occlum-tool, as in moat config\n"
+            "  --epc SIZE           the EPC size: the resident budget (instead of --budget);\n"
+            "                       SIZE as for --budget, or as Occlum writes it (128MB)\n"
+            "\n"
+            "Exit status: the program's own, 128+N if it was killed by signal N, 2 for a\n"
+            "usage error, 3 for a configuration error, 4 if moat or the program could\n"
+            "not be started.  `moat stat PID` shows a running program's numbers.\n");
+}
+
+/* --budget and --epc: moat's sizes (64M, 1.5G) or Occlum's (64MB). */
+static int run_size(const char *name, const char *s, size_t *out)
+{
+    uint64_t v = 0;
+    int bad = m_size_parse(s, out);
+    if (bad && m_config_size_parse(s, strlen(s), M_CONFIG_COMPAT_GUIDE, &v) == M_CONFIG_SIZE_OK &&
+        v <= SIZE_MAX) {
+        *out = (size_t)v;
+        bad = 0;
+    }
+    /* 16 pages: the engine's minimum (moat_init refuses less). */
+    if (bad || *out < 16 * MOAT_PAGE_SIZE) {
+        fprintf(stderr, "moat run: %s '%s' is not a size of at least 64K (e.g. 64M)\n", name, s);
+        return MOAT_EXIT_USAGE;
+    }
+    return 0;
 }
 
 static int run_pct(const char *name, const char *s, unsigned *out)
@@ -112,14 +148,7 @@ static void run_forward(int sig)
 
 static void run_write_trace_row(FILE *f, const struct m_stats_block *b)
 {
-    const struct moat_stats *s = &b->stats;
-    fprintf(f,
-            "%.3f,%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64
-            ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 "\n",
-            (double)b->elapsed_ns / 1e9, s->budget_pages, s->resident_pages, s->committed_pages,
-            s->evicted_pages, s->resident_unreclaimable, s->faults_commit, s->faults_pagein,
-            s->faults_wp, s->evictions_written, s->evictions_clean, s->store_bytes_written,
-            s->store_bytes_read, s->fault_ns);
+    m_run_trace_row(f, b);
 }
 
 int moat_cmd_run(int argc, char **argv)
@@ -128,7 +157,10 @@ int moat_cmd_run(int argc, char **argv)
     unsigned low = 0, high = 0;
     unsigned long interval_ms = 100;
     const char *store = NULL, *json_path = NULL, *trace_path = NULL;
-    bool quiet = false;
+    bool quiet = false, budget_given = false, epc_given = false, platform_given = false;
+    bool edmm_given = false;
+    struct m_run_config rcfg = {
+        .opts = {M_CONFIG_COMPAT_GUIDE, M_CONFIG_EDMM_FROM_FILE, M_CONFIG_SGX_HW}};
     const char *envb = getenv("MOAT_BUDGET");
     if (envb && *envb && m_size_parse(envb, &budget) != 0) {
         fprintf(stderr, "moat run: MOAT_BUDGET '%s' is not a size (e.g. 64M)\n", envb);
@@ -142,6 +174,12 @@ int moat_cmd_run(int argc, char **argv)
                                              {"trace", required_argument, NULL, 't'},
                                              {"trace-interval", required_argument, NULL, 'i'},
                                              {"quiet", no_argument, NULL, 'q'},
+                                             {"config", required_argument, NULL, 'C'},
+                                             {"edmm", no_argument, NULL, 'E'},
+                                             {"no-edmm", no_argument, NULL, 'N'},
+                                             {"sgx-mode", required_argument, NULL, 'M'},
+                                             {"compat", required_argument, NULL, 'P'},
+                                             {"epc", required_argument, NULL, 'e'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     int c, rc;
@@ -151,14 +189,46 @@ int moat_cmd_run(int argc, char **argv)
         char *end;
         switch (c) {
         case 'b':
-            /* 16 pages: the engine's minimum (moat_init refuses less). */
-            if (m_size_parse(optarg, &budget) != 0 || budget < 16 * MOAT_PAGE_SIZE) {
-                fprintf(stderr,
-                        "moat run: --budget '%s' is not a size of at least 64K "
-                        "(e.g. 64M)\n",
+        case 'e':
+            if (c == 'b' ? epc_given : budget_given) {
+                fprintf(stderr, "moat run: --budget and --epc both set the budget; give one\n");
+                return MOAT_EXIT_USAGE;
+            }
+            *(c == 'b' ? &budget_given : &epc_given) = true;
+            if ((rc = run_size(c == 'b' ? "--budget" : "--epc", optarg, &budget)))
+                return rc;
+            break;
+        case 'C':
+            rcfg.path = optarg;
+            break;
+        case 'E':
+        case 'N': {
+            enum m_config_edmm e = c == 'E' ? M_CONFIG_EDMM_ON : M_CONFIG_EDMM_OFF;
+            if (edmm_given && e != rcfg.opts.edmm) {
+                fprintf(stderr, "moat run: --edmm and --no-edmm contradict each other\n");
+                return MOAT_EXIT_USAGE;
+            }
+            rcfg.opts.edmm = e;
+            edmm_given = platform_given = true;
+            break;
+        }
+        case 'M':
+            if (strcmp(optarg, "HW") && strcmp(optarg, "SIM")) {
+                fprintf(stderr, "moat run: --sgx-mode must be HW or SIM, not '%s'\n", optarg);
+                return MOAT_EXIT_USAGE;
+            }
+            rcfg.opts.sgx_mode = optarg[0] == 'S' ? M_CONFIG_SGX_SIM : M_CONFIG_SGX_HW;
+            platform_given = true;
+            break;
+        case 'P':
+            if (strcmp(optarg, "guide") && strcmp(optarg, "occlum-tool")) {
+                fprintf(stderr, "moat run: --compat must be guide or occlum-tool, not '%s'\n",
                         optarg);
                 return MOAT_EXIT_USAGE;
             }
+            rcfg.opts.compat =
+                optarg[0] == 'g' ? M_CONFIG_COMPAT_GUIDE : M_CONFIG_COMPAT_OCCLUM_TOOL;
+            platform_given = true;
             break;
         case 'l':
             if ((rc = run_pct("--low", optarg, &low)))
@@ -204,11 +274,20 @@ int moat_cmd_run(int argc, char **argv)
         fprintf(stderr, "moat run: --low %u must be below --high %u\n", low, high);
         return MOAT_EXIT_USAGE;
     }
+    if (platform_given && !rcfg.path) {
+        fprintf(stderr, "moat run: --edmm, --no-edmm, --sgx-mode and --compat need --config\n");
+        return MOAT_EXIT_USAGE;
+    }
+    if (rcfg.path && (rc = m_run_config_load(&rcfg, stderr, quiet)) >= 0) {
+        m_run_config_free(&rcfg);
+        return rc;
+    }
     char preload[PATH_MAX];
     int err = run_find_preload(preload, sizeof preload);
     if (err) {
         fprintf(stderr, "moat run: cannot find the preload library %s: %s (set MOAT_PRELOAD)\n",
                 preload, strerror(err));
+        m_run_config_free(&rcfg);
         return MOAT_EXIT_CONFIG;
     }
     FILE *trace = NULL;
@@ -216,6 +295,7 @@ int moat_cmd_run(int argc, char **argv)
         trace = fopen(trace_path, "w");
         if (!trace) {
             fprintf(stderr, "moat run: --trace '%s': %s\n", trace_path, strerror(errno));
+            m_run_config_free(&rcfg);
             return MOAT_EXIT_CONFIG;
         }
         fprintf(trace, "%s\n", M_RUN_TRACE_HEADER);
@@ -237,6 +317,10 @@ int moat_cmd_run(int argc, char **argv)
         setenv("MOAT_STORE", store, 1);
     run_setenv_num("MOAT_STATS_INTERVAL", interval_ms);
     run_setenv_num("MOAT_RUN_PID", (unsigned long long)getpid());
+    if (rcfg.path && (err = m_run_config_env(&rcfg)) != 0) {
+        fprintf(stderr, "moat run: setenv: %s\n", strerror(err));
+        return MOAT_EXIT_RUNTIME;
+    }
 
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) != 0) {
@@ -346,15 +430,12 @@ int moat_cmd_run(int argc, char **argv)
     } else {
         if (!quiet)
             m_run_summary(stderr, &snap, WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-        if (json_path) {
-            FILE *j = fopen(json_path, "w");
-            if (!j) {
-                fprintf(stderr, "moat run: --stats-json '%s': %s\n", json_path, strerror(errno));
-            } else {
-                m_run_json(j, &snap, status);
-                fclose(j);
-            }
-        }
+        if (!quiet && rcfg.path)
+            m_run_config_report(stderr, &rcfg, &snap);
+        if (json_path &&
+            (err = m_run_config_write_json(json_path, rcfg.path ? &rcfg : NULL, &snap, status)))
+            fprintf(stderr, "moat run: --stats-json '%s': %s\n", json_path, strerror(err));
     }
+    m_run_config_free(&rcfg);
     return code;
 }

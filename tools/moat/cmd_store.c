@@ -1,7 +1,8 @@
 /*
- * cmd_store.c - `moat store gc URI`: remove from a Redis server the keys of
- * moat instances that are no longer alive (killed before they could clean
- * up; their liveness key has expired).
+ * cmd_store.c - `moat store gc URI`: remove from a Redis server, or from
+ * every primary of a Redis Cluster, the keys of moat instances that are no
+ * longer alive (killed before they could clean up; their liveness key has
+ * expired).
  */
 #include "cli.h"
 
@@ -9,10 +10,12 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 #ifdef M_STORE_HAVE_REDIS
+#include "store/cluster.h"
 #include "store/redis.h"
 #endif
 
@@ -21,9 +24,10 @@ static void store_usage(FILE *f)
     fprintf(f, "usage: moat store gc URI\n"
                "\n"
                "Remove the keys of dead moat instances from the Redis server at URI\n"
-               "(redis://[user:password@]host:port[/db]).  An instance is dead when its\n"
-               "liveness key (moat:{ID}:alive, refreshed while it runs) has expired;\n"
-               "live instances are never touched.\n");
+               "(redis://[user:password@]host:port[/db]) or from every primary of the\n"
+               "Redis Cluster at URI (redis+cluster://[user:password@]host:port[,...]).\n"
+               "An instance is dead when its liveness key (moat:{ID}:alive, refreshed\n"
+               "while it runs) has expired; live instances are never touched.\n");
 }
 
 int moat_cmd_store(int argc, char **argv)
@@ -41,9 +45,12 @@ int moat_cmd_store(int argc, char **argv)
 #ifdef M_STORE_HAVE_REDIS
     m_log_open(MOAT_LOG_WARN, NULL);
     uint64_t ninstances = 0, nkeys = 0;
-    int err = m_store_redis_gc(argv[2], &ninstances, &nkeys);
+    bool cluster = strncmp(argv[2], "redis+cluster:", 14) == 0;
+    int err = cluster ? m_store_cluster_gc(argv[2], &ninstances, &nkeys)
+                      : m_store_redis_gc(argv[2], &ninstances, &nkeys);
     if (err == EINVAL) {
-        fprintf(stderr, "moat store gc: '%s' is not a valid redis:// URI\n", argv[2]);
+        fprintf(stderr, "moat store gc: '%s' is not a valid redis:// or redis+cluster:// URI\n",
+                argv[2]);
         return MOAT_EXIT_USAGE;
     }
     if (err) {

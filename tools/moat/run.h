@@ -17,7 +17,10 @@
 #define M_RUN_TRACE_HEADER                                                                         \
     "time_s,budget_pages,resident_pages,committed_pages,evicted_pages,unreclaimable_pages,"        \
     "faults_commit,faults_pagein,faults_wp,evictions_written,evictions_clean,"                     \
-    "store_bytes_written,store_bytes_read,fault_ns"
+    "store_bytes_written,store_bytes_read,fault_ns,alloc_requested_bytes,alloc_reserved_bytes"
+
+/* m_run_trace_row - one CSV row of the trace (M_RUN_TRACE_HEADER). */
+void m_run_trace_row(FILE *f, const struct m_stats_block *b);
 
 /* m_run_block_create - create /dev/shm/moat-<pid>.stats, zeroed, at its full
  * size.  0 or an errno. */

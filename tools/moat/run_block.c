@@ -130,6 +130,19 @@ static const char *mib(uint64_t pages, char *buf, size_t n)
     return m_size_format((size_t)(pages * 4096), buf, n);
 }
 
+void m_run_trace_row(FILE *f, const struct m_stats_block *b)
+{
+    const struct moat_stats *s = &b->stats;
+    fprintf(f,
+            "%.3f,%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64
+            ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64
+            ",%" PRIu64 "\n",
+            (double)b->elapsed_ns / 1e9, s->budget_pages, s->resident_pages, s->committed_pages,
+            s->evicted_pages, s->resident_unreclaimable, s->faults_commit, s->faults_pagein,
+            s->faults_wp, s->evictions_written, s->evictions_clean, s->store_bytes_written,
+            s->store_bytes_read, s->fault_ns, b->alloc_requested_bytes, b->alloc_reserved_bytes);
+}
+
 void m_run_summary(FILE *f, const struct m_stats_block *b, int sig)
 {
     const struct moat_stats *s = &b->stats;
@@ -151,6 +164,24 @@ void m_run_summary(FILE *f, const struct m_stats_block *b, int sig)
             ", write-protect %" PRIu64 "), %.3f s in faults, %.3f s evicting\n",
             s->faults_commit + s->faults_pagein + s->faults_wp, s->faults_commit, s->faults_pagein,
             s->faults_wp, (double)s->fault_ns / 1e9, (double)s->reclaim_ns / 1e9);
+    if (b->alloc_peak_reserved_bytes) {
+        double frag =
+            b->alloc_reserved_bytes
+                ? 100.0 * (1.0 - (double)b->alloc_requested_bytes / (double)b->alloc_reserved_bytes)
+                : 0.0;
+        fprintf(f,
+                "moat: malloc: peak requested %s, peak reserved %s; at exit %s requested in %s "
+                "reserved (%.1f%% fragmentation)\n",
+                m_size_format((size_t)b->alloc_peak_requested_bytes, b1, sizeof b1),
+                m_size_format((size_t)b->alloc_peak_reserved_bytes, b2, sizeof b2),
+                m_size_format((size_t)b->alloc_requested_bytes, b3, sizeof b3),
+                m_size_format((size_t)b->alloc_reserved_bytes, b4, sizeof b4), frag);
+    }
+    if (s->fork_loaded_pages || s->resident_unreclaimable)
+        fprintf(f,
+                "moat: %s pinned at exit (allocator metadata); %" PRIu64
+                " evicted pages read back for fork children\n",
+                mib(s->resident_unreclaimable, b1, sizeof b1), s->fork_loaded_pages);
     if (s->store_errors || s->integrity_failures || s->faults_fatal)
         fprintf(f,
                 "moat: %" PRIu64 " store errors, %" PRIu64 " integrity failures, %" PRIu64
@@ -196,6 +227,17 @@ void m_run_json(FILE *f, const struct m_stats_block *b, int status)
     J(store_errors);
     J(integrity_failures);
     J(fault_ns);
+    J(fork_loaded_pages);
 #undef J
+#define A(field) fprintf(f, "  \"" #field "\": %" PRIu64 ",\n", b->field)
+    A(threads_live);
+    A(threads_peak);
+    A(alloc_requested_bytes);
+    A(alloc_reserved_bytes);
+    A(alloc_committed_bytes);
+    A(alloc_peak_requested_bytes);
+    A(alloc_peak_reserved_bytes);
+    A(alloc_foreign_frees);
+#undef A
     fprintf(f, "  \"reclaim_ns\": %" PRIu64 "\n}\n", s->reclaim_ns);
 }
