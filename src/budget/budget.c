@@ -490,8 +490,14 @@ static struct {
     pthread_t thread;
 } reclaimer = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
-/* Pages the budget is extended by for the instant of a fork (engine.c). */
+/* Pages the budget is extended by for the instant of a fork (engine.c);
+ * read again before every batch, so a reclaimer already running stops. */
 static _Atomic int64_t budget_boost;
+
+static uint64_t reclaim_boost(void)
+{
+    return (uint64_t)atomic_load(&budget_boost);
+}
 
 static void reclaimer_kick(void)
 {
@@ -520,11 +526,11 @@ static void *reclaimer_main(void *arg)
         }
         reclaimer.kicked = false;
         pthread_mutex_unlock(&reclaimer.lock);
-        uint64_t boost = (uint64_t)atomic_load(&budget_boost);
-        if (atomic_load(&m_engine.c.resident) > m_engine.high_pages + boost) {
-            while (!reclaimer.stop &&
-                   atomic_load(&m_engine.c.resident) > m_engine.low_pages + boost) {
-                size_t over = atomic_load(&m_engine.c.resident) - m_engine.low_pages - boost;
+        if (atomic_load(&m_engine.c.resident) > m_engine.high_pages + reclaim_boost()) {
+            uint64_t low;
+            while (!reclaimer.stop && atomic_load(&m_engine.c.resident) >
+                                          (low = m_engine.low_pages + reclaim_boost())) {
+                size_t over = atomic_load(&m_engine.c.resident) - low;
                 if (m_reclaim_run(over < m_engine.batch_pages ? over : m_engine.batch_pages) == 0)
                     break;
             }

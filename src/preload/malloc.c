@@ -91,6 +91,11 @@ static void pl_thread_warm(void)
 
 void m_preload_malloc_hooks(void)
 {
+    /* The allocator registers its fork handlers now, before the engine
+     * registers its own: prepare handlers run in reverse order, and the
+     * engine's (which reads evicted pages back, and allocates) must run
+     * before the allocator's takes every heap lock. */
+    (void)m_alloc_builtin();
     m_alloc_foreign_free = pl_foreign_free;
     m_alloc_foreign_usable = pl_foreign_usable;
     m_engine_thread_hook = pl_thread_warm;

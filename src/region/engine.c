@@ -250,19 +250,28 @@ static void engine_fork_prepare(void)
     fork_boost = 0;
     if (!atomic_load(&m_engine.running) || !m_engine.budget_pages)
         return;
-    uint64_t ev = atomic_load(&m_engine.c.evicted);
+    uint64_t ev = m_engine.fork_load_pages ? m_region_fork_count() : 0;
     if (!ev || ev > m_engine.fork_load_pages)
         return;
-    /* twice: loads read ahead, and a read ahead may commit untouched
-     * neighbours too */
-    fork_boost = 2 * ev + m_engine.batch_pages + M_FAULT_AHEAD_MAX;
+    /* room for ev more pages without crossing even the low watermark, so a
+     * reclaimer already running stops rather than evict what is loaded */
+    uint64_t res = atomic_load(&m_engine.c.resident);
+    fork_boost =
+        ev + m_engine.batch_pages + (res > m_engine.low_pages ? res - m_engine.low_pages : 0);
     m_budget_boost((int64_t)fork_boost);
-    for (int pass = 0; pass < 3; pass++) {
+    m_engine_internal++; /* loading allocates (I/O contexts) */
+    /* the boost keeps the reclaimer from starting another batch; a pass
+     * waits for pages already in flight; a second pass catches what a
+     * batch running at the boost still evicted */
+    m_reclaim_wait_idle();
+    for (int pass = 0; pass < 4; pass++) {
         size_t n = m_region_fork_load();
         m_counter_add(&m_engine.c.fork_loaded, n);
+        m_reclaim_wait_idle();
         if (!n)
             break;
     }
+    m_engine_internal--;
 }
 
 static void engine_fork_parent(void)

@@ -828,6 +828,16 @@ void m_region_fork_protect(void)
     }
 }
 
+size_t m_region_fork_count(void)
+{
+    uintptr_t high = atomic_load_explicit(&rt.high, memory_order_relaxed);
+    size_t n = high > m_engine.base ? m_engine_index(high) : 0, lost = 0;
+    for (size_t i = 0; i < n; i++)
+        lost +=
+            fork_page_lost(atomic_load_explicit(&m_engine_page(i)->flags, memory_order_relaxed));
+    return lost;
+}
+
 size_t m_region_fork_load(void)
 {
     uintptr_t high = atomic_load_explicit(&rt.high, memory_order_relaxed);
@@ -836,11 +846,12 @@ size_t m_region_fork_load(void)
     size_t n = m_engine_index(high), loaded = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t f = atomic_load_explicit(&m_engine_page(i)->flags, memory_order_relaxed);
-        if (m_page_state(f) == M_PS_EVICTED && !(f & M_PF_BAD) &&
-            (m_page_prot(f) & MOAT_PROT_READ)) {
-            /* a read fault: the fault layer loads the page (clean) */
-            (void)*(volatile const uint8_t *)m_engine_addr(i);
-            loaded++;
+        if (fork_page_lost(f) && !(f & M_PF_BAD) && (m_page_prot(f) & MOAT_PROT_READ)) {
+            /* loaded from this thread, one page, no read-ahead (which
+             * would commit untouched neighbours); pages in flight are
+             * waited for */
+            if (m_fault_install(i, false) == 0)
+                loaded++;
         }
     }
     return loaded;

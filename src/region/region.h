@@ -46,6 +46,10 @@ void m_region_read_unlock(void);
  * scanning the page table up to the highest address ever allocated. */
 void m_region_fork_protect(void);
 
+/* m_region_fork_count - pages evicted, or being evicted or loaded, below
+ * the highest address ever allocated. */
+size_t m_region_fork_count(void);
+
 /* m_region_fork_load - before fork: read back every evicted page that can
  * be read, below the highest address ever allocated; returns how many. */
 size_t m_region_fork_load(void);
