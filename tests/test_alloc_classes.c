@@ -65,6 +65,27 @@ static void test_reciprocal_division(void **state)
     }
 }
 
+/* free's block-start test (alloc_int.h): divisibility by one multiply and
+ * the bound of the slab's blocks, against plain arithmetic, for every class
+ * and every offset a slab can have. */
+static void test_block_start_check(void **state)
+{
+    (void)state;
+    m_alloc_classes_init();
+    for (unsigned c = 0; c < M_ALLOC_NCLASSES; c++) {
+        uint32_t size = m_alloc_class_size[c];
+        const struct m_alloc_class_check *ck = &m_alloc_class_check[c];
+        assert_int_equal(ck->used_bytes, m_alloc_class_info[c].used_bytes);
+        uint32_t limit = m_alloc_class_info[c].slab_pages * (uint32_t)M_ALLOC_PAGE;
+        for (uint32_t off = 0; off < limit; off++) {
+            bool fast = !(off * ck->magic >= ck->magic || off >= ck->used_bytes);
+            bool exact = off % size == 0 && off / size < m_alloc_class_info[c].capacity;
+            if (fast != exact)
+                fail_msg("class %u size %u offset %u: fast %d exact %d", c, size, off, fast, exact);
+        }
+    }
+}
+
 static void test_slab_geometry(void **state)
 {
     (void)state;
@@ -127,6 +148,7 @@ int main(void)
         cmocka_unit_test(test_class_of_every_size),
         cmocka_unit_test(test_class_sizes_strictly_increase),
         cmocka_unit_test(test_reciprocal_division),
+        cmocka_unit_test(test_block_start_check),
         cmocka_unit_test(test_slab_geometry),
         cmocka_unit_test(test_link_encoding),
     };

@@ -176,6 +176,11 @@ static void run(int exit_per_call)
     }
     for (int i = 0; i < SLOTS; i++)
         pthread_join(t[i], NULL);
+    /* this thread leaves too: otherwise the purger may be taking its idle
+     * cache back while the statistics below are read, and the class part
+     * of moat_heap_stats_get, read without the global lock, can then see
+     * the blocks moved but the cache's count from before */
+    moat_alloc_thread_flush();
 
     uint64_t peak1c = 0, peak2c = 0, peak1r = 0, peak2r = 0;
     /* warm-up: the first fifth; then two windows of equal length */

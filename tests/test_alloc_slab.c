@@ -15,7 +15,9 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <linux/membarrier.h>
 #include <pthread.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -110,6 +112,77 @@ static void test_committed_falls_without_trim(void **state)
     assert_true(after.committed_bytes < 2u << 20);
     assert_true(after.decommitted_bytes > 16u << 20);
     assert_int_equal(moat_heap_destroy(h), 0);
+}
+
+/* A thread that frees a burst and then sleeps (never calling the allocator
+ * again) must not keep its cache: each cached block pins a slab.  The
+ * purger takes idle caches back (alloc_int.h, "Reclaiming idle caches"). */
+struct idle_thread {
+    moat_heap *h;
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    int stage; /* 1: frees done; 2: may exit */
+};
+
+static void *idle_after_burst(void *arg)
+{
+    struct idle_thread *t = arg;
+    enum { N = 6000 };
+    static void *p[N];
+    for (int i = 0; i < N; i++) {
+        /* many classes, 16 B to 4 KiB */
+        p[i] = moat_heap_malloc(t->h, 16 + (size_t)(i * 37) % 4080);
+        assert_non_null(p[i]);
+        memset(p[i], 1, 16);
+    }
+    for (int i = 0; i < N; i++)
+        moat_heap_free(t->h, p[(i * 7919) % N]);
+    pthread_mutex_lock(&t->lock);
+    t->stage = 1;
+    pthread_cond_broadcast(&t->cv);
+    while (t->stage != 2)
+        pthread_cond_wait(&t->cv, &t->lock);
+    pthread_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+static void test_idle_cache_reclaimed(void **state)
+{
+    (void)state;
+    long q = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (q < 0 || !(q & MEMBARRIER_CMD_PRIVATE_EXPEDITED)) {
+        printf("membarrier(PRIVATE_EXPEDITED) unavailable: idle caches are not reclaimed\n");
+        skip();
+    }
+    struct idle_thread t = {
+        .h = new_heap(0), .lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, idle_after_burst, &t), 0);
+    pthread_mutex_lock(&t.lock);
+    while (t.stage != 1)
+        pthread_cond_wait(&t.cv, &t.lock);
+    pthread_mutex_unlock(&t.lock);
+    struct moat_alloc_stats st = stats_of(t.h);
+    uint64_t cached0 = st.cached_bytes;
+    /* wait (at most 10 s: far from the expected ~50 ms) for the purger */
+    for (int i = 0; i < 1000 && st.cached_bytes > 0; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        st = stats_of(t.h);
+    }
+    printf("idle thread: cached %llu bytes after its frees, %llu later; committed %llu KiB\n",
+           (unsigned long long)cached0, (unsigned long long)st.cached_bytes,
+           (unsigned long long)st.committed_bytes >> 10);
+    assert_int_equal(st.cached_bytes, 0);
+    assert_int_equal(st.live_bytes, 0);
+    assert_int_equal(st.reserved_bytes, 0);
+    /* the thread wakes and uses its cache again */
+    pthread_mutex_lock(&t.lock);
+    t.stage = 2;
+    pthread_cond_broadcast(&t.cv);
+    pthread_mutex_unlock(&t.lock);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(moat_heap_destroy(t.h), 0);
 }
 
 static void test_large_objects(void **state)
@@ -413,6 +486,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_small_blocks_come_back),
         cmocka_unit_test(test_committed_falls_without_trim),
+        cmocka_unit_test(test_idle_cache_reclaimed),
         cmocka_unit_test(test_large_objects),
         cmocka_unit_test(test_huge_objects),
         cmocka_unit_test(test_cap_holds),

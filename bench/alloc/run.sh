@@ -7,6 +7,10 @@
 #   bench/alloc/run.sh BUILD_DIR            all three workloads
 #   REPS=5 ECALL_SECONDS=30 bench/alloc/run.sh BUILD_DIR
 #   ONLY="speed" bench/alloc/run.sh BUILD_DIR   (ecall, churn, speed)
+#   EXTRA="moat_old=/tmp/old/libmoat_malloc.so" bench/alloc/run.sh BUILD_DIR
+#       adds allocators (space-separated NAME=LIB; a NAME starting with
+#       "moat" is run like moat: capped in workload 1, with ratios) to the
+#       same interleaved runs - a before/after comparison under one load.
 #
 # Workload 1 (ecall) runs moat with MOAT_ALLOC_LIMIT=64M: the heap is
 # capped, as an enclave's is; the others cannot be capped and are measured
@@ -24,6 +28,10 @@ libdir=/usr/lib/x86_64-linux-gnu
 declare -A lib=([glibc]="" [mimalloc]=$libdir/libmimalloc.so.2 [jemalloc]=$libdir/libjemalloc.so.2
                 [moat]=$moat_lib)
 allocs="glibc mimalloc jemalloc moat"
+for e in ${EXTRA:-}; do
+  lib[${e%%=*}]=${e#*=}
+  allocs="$allocs ${e%%=*}"
+done
 for a in $allocs; do
   if [[ -n ${lib[$a]} && ! -e ${lib[$a]} ]]; then
     echo "run.sh: ${lib[$a]} is missing (libmimalloc-dev, libjemalloc-dev, or build moat first)" >&2
@@ -43,7 +51,7 @@ run() {
   local name=$1 a=$2
   shift 2
   local extra=()
-  [[ $a == moat && $name == ecall ]] && extra=(MOAT_ALLOC_LIMIT=64M)
+  [[ $a == moat* && $name == ecall ]] && extra=(MOAT_ALLOC_LIMIT=64M)
   env LD_PRELOAD="${lib[$a]}" "${extra[@]}" "$@" | sed -n 's/^RESULT //p' >>"$out/$name.$a"
 }
 
@@ -112,12 +120,12 @@ if [[ $only == *speed* ]]; then
   printf "%-11s %-9s %8s %8s %11s %11s %11s %11s\n" pattern allocator wall cpu \
     wall/mimal cpu/mimal wall/glibc cpu/glibc
   for p in $pats; do
-    mw=$(median "speed-$p" moat secs)
-    mc=$(median "speed-$p" moat cpu_secs)
     for a in $allocs; do
       w=$(median "speed-$p" "$a" secs)
       c=$(median "speed-$p" "$a" cpu_secs)
-      if [[ $a == moat ]]; then
+      mw=$w
+      mc=$c
+      if [[ $a == moat* ]]; then
         printf "%-11s %-9s %8s %8s %11s %11s %11s %11s\n" "$p" "$a" "$w" "$c" \
           "$(ratio "$mw" "$(median "speed-$p" mimalloc secs)")" \
           "$(ratio "$mc" "$(median "speed-$p" mimalloc cpu_secs)")" \

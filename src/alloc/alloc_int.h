@@ -159,6 +159,20 @@ struct m_alloc_class_info {
 };
 extern struct m_alloc_class_info m_alloc_class_info[M_ALLOC_NCLASSES];
 
+/*
+ * What free's fast path needs of a class, in one 8-byte entry: the
+ * reciprocal, and the bytes of a slab that hold blocks.  An offset `off` in
+ * a slab is a block's start iff (uint32_t)(off * magic) < magic (Lemire's
+ * divisibility test: the low half of the product is the remainder scaled;
+ * test_alloc_classes checks it for every class and offset) and
+ * off < used_bytes: one multiplication and two compares.
+ */
+struct m_alloc_class_check {
+    uint32_t magic;
+    uint32_t used_bytes;
+};
+extern struct m_alloc_class_check m_alloc_class_check[M_ALLOC_NCLASSES];
+
 void m_alloc_classes_init(void);
 
 /* class of n <= 1024 by 16-byte granule (filled by m_alloc_classes_init) */
@@ -264,6 +278,10 @@ struct m_alloc_arena {
     struct m_alloc_arena *next;
     struct m_alloc_page *pages;
 };
+
+/* Where a normal arena's pmap starts: right after its header, so free finds
+ * a page's entry from the pointer alone (page.c lays arenas out so). */
+#define M_ALLOC_PMAP_AT ((sizeof(struct m_alloc_arena) + 63) & ~(size_t)63)
 
 static inline struct m_alloc_pmap *m_alloc_pmap_of(const struct m_alloc_arena *ar,
                                                    const struct m_alloc_page *pg)
@@ -371,7 +389,7 @@ struct m_alloc_bin {
      * this thread (its writes would share cache lines with that thread's
      * blocks - passive false sharing); handed back a batch at a time. */
     uintptr_t rhead;
-    uint64_t pad2;   /* 64 bytes: a bin is found by a shift */
+    uintptr_t rtail; /* last block of the remote list (64 bytes: a bin is found by a shift) */
     uint64_t allocs; /* statistics (owner counters): allocations served, */
     /* and the request sizes of the allocations that refilled the list: a
      * sample of the class's requests (recording every request would cost
@@ -388,11 +406,18 @@ struct m_alloc_tcache {
     /* the heap's id; 0 once the heap is destroyed (written under the global
      * lock by moat_heap_destroy, read by the owner without it) */
     _Atomic uint64_t heap_id;
-    uintptr_t key[3];   /* copies of the heap's keys, next to the bins */
-    uintptr_t lo, span; /* a copy of the heap's bounds (they only grow) */
-    size_t cap_bytes;   /* bound on the sum of max * block size */
-    size_t max_bytes;   /* current sum of max * block size */
-    uint32_t events;    /* slow-path events since the last decay */
+    uintptr_t key[3];        /* copies of the heap's keys, next to the bins */
+    uintptr_t lo, span;      /* a copy of the heap's bounds (they only grow) */
+    size_t cap_bytes;        /* bound on the sum of max * block size */
+    size_t max_bytes;        /* current sum of max * block size */
+    struct m_alloc_tls *tls; /* the owner thread's */
+    uint32_t events_total;   /* slow-path events (owner counter) */
+    uint32_t reclaim_seen;   /* events_total at the purger's last look (global lock) */
+    bool reclaiming;         /* the purger's mark (global lock) */
+    uint32_t events;         /* slow-path events since the last decay */
+    /* classes this cache parked chains of in the transfer slots, in this
+     * decay period and the one before: only those are drained at a decay */
+    uint64_t parked[2][2];
     uint32_t pressure_seen;
     uint8_t tag; /* owner tag written into slabs this cache takes blocks from */
     int slot;
@@ -412,9 +437,66 @@ struct m_alloc_tls {
     struct m_alloc_tcache *dflt; /* this thread's cache of the default heap */
     struct m_alloc_tcache *tc[M_ALLOC_TLS_SLOTS + 1];
     int state;
+    /* 1 inside an allocator call's fast path, and slow paths entered:
+     * owner counters the purger reads (see "Reclaiming idle caches") */
+    uint32_t depth;
+    uint32_t slow_depth;
 };
 
 extern __thread struct m_alloc_tls m_alloc_tls __attribute__((tls_model("initial-exec")));
+
+/*
+ * Reclaiming idle caches
+ *
+ * A thread that frees a burst and then sleeps keeps its cache, and every
+ * cached block pins its slab: a hundred blocks of random classes can hold
+ * a couple of MiB.  The purger (purge.c) therefore takes back the caches of
+ * threads that are not inside an allocator call, without costing the owner
+ * an atomic instruction, by an asymmetric Dekker handshake:
+ *
+ *   owner, at every entry:  depth = 1 (plain store); then loads heap_id or
+ *                           live_heap of its cache (the fast paths' check)
+ *   owner, at every exit:   depth = 0 (release store)
+ *   purger (global lock):   tags heap_id and live_heap (M_ALLOC_STOLEN);
+ *                           membarrier(PRIVATE_EXPEDITED); reads depth
+ *
+ * The membarrier makes every running thread execute a full barrier, so
+ * either the owner's load sees the tag (its fast path fails, and the slow
+ * path waits for the purger on the global lock) or the purger sees depth
+ * != 0 (and leaves that cache alone).  With both at 0 the cache is the
+ * purger's until it clears the tag (release; the owner's check loads are
+ * acquire).  The fast paths store constants, not depth + 1: an increment
+ * would chain every call to the previous one through memory (a
+ * store-forwarding latency per call, 10% of a malloc/free loop).  Slow
+ * paths may call malloc (pthread_create, pthread_setspecific), whose exit
+ * clears depth: they count themselves in slow_depth instead (the *_leave
+ * functions of tcache.c, m_alloc_tcache_flush).  Every access to a cache's
+ * lists must be inside one of the two and behind a check of the tag: the
+ * fast paths below, and the slow paths they call, are.
+ */
+#define M_ALLOC_STOLEN ((uint64_t)1 << 63) /* in heap_id; bit 0 in live_heap */
+
+static inline void m_alloc_enter(void)
+{
+    M_ALLOC_OWNER_SET(m_alloc_tls.depth, 1);
+    atomic_signal_fence(memory_order_seq_cst);
+}
+
+static inline void m_alloc_leave(void)
+{
+    __atomic_store_n(&m_alloc_tls.depth, 0, __ATOMIC_RELEASE);
+}
+
+static inline void m_alloc_slow_enter(void)
+{
+    M_ALLOC_OWNER_SET(m_alloc_tls.slow_depth, m_alloc_tls.slow_depth + 1);
+    atomic_signal_fence(memory_order_seq_cst);
+}
+
+static inline void m_alloc_slow_leave(void)
+{
+    __atomic_store_n(&m_alloc_tls.slow_depth, m_alloc_tls.slow_depth - 1, __ATOMIC_RELEASE);
+}
 
 /* ------------------------------------------------------------------------
  * Heaps
@@ -459,6 +541,9 @@ struct moat_heap {
     uint64_t carves;     /* spans taken from the free bins */
     uint64_t purge_seen; /* carves at the purger's last look */
     uint32_t purge_waits;
+    uint32_t reclaim_waits;          /* purger passes that found busy caches (purger only) */
+    _Atomic uint32_t reclaim_wanted; /* a cache overflowed since the purger's last look */
+    _Atomic uint64_t reclaimed;      /* caches the purger took back */
     _Atomic uint64_t alloc_failures;
 
     struct m_alloc_class classes[M_ALLOC_NCLASSES];
@@ -578,6 +663,7 @@ uintptr_t m_alloc_refill(struct moat_heap *h, unsigned c, uint32_t want, uint8_t
 void m_alloc_give_back(struct moat_heap *h, unsigned c, uintptr_t first, uintptr_t last, uint32_t n,
                        bool transfer);
 void m_alloc_class_drain(struct moat_heap *h, unsigned c, bool wait);
+void m_alloc_class_age(struct moat_heap *h, unsigned c);
 void m_alloc_drain_all(struct moat_heap *h, bool wait);
 
 /* tcache.c */
@@ -587,6 +673,7 @@ uintptr_t m_alloc_bin_pop_checked(struct m_alloc_tcache *tc, const struct moat_h
 void *m_alloc_tcache_refill_pop(struct m_alloc_tcache *tc, unsigned c, size_t n);
 void m_alloc_tcache_overflow(struct m_alloc_tcache *tc, unsigned c);
 void m_alloc_tcache_flush(struct m_alloc_tcache *tc);
+unsigned m_alloc_tcache_reclaim(struct moat_heap *h, bool (*barrier)(void), unsigned *taken);
 void m_alloc_tcache_release(struct m_alloc_tcache *tc, bool heap_alive);
 void m_alloc_thread_exit(void *arg);
 void m_alloc_tcache_fork_child(void);
@@ -652,6 +739,9 @@ static inline uintptr_t m_alloc_bin_pop(struct m_alloc_tcache *tc, unsigned c, s
     if (M_ALLOC_UNLIKELY(next && next - tc->lo >= tc->span))
         return 0;
     b->head = next;
+    /* the next malloc of the class reads next's link: a block freed a
+     * while ago, often out of the cache by then */
+    __builtin_prefetch((const void *)next);
     M_ALLOC_OWNER_SET(b->count, b->count - 1);
     w[1] = 0; /* no longer tagged free */
     M_ALLOC_OWNER_ADD(b->allocs, 1);
@@ -659,8 +749,22 @@ static inline uintptr_t m_alloc_bin_pop(struct m_alloc_tcache *tc, unsigned c, s
     return blk;
 }
 
+/* The slow paths the fast paths end in, each followed by m_alloc_leave()
+ * (tcache.c): called in tail position, so that the fast paths need no
+ * stack frame. */
+void *m_alloc_malloc_slow_leave(struct moat_heap *h, size_t n);
+void m_alloc_free_generic_leave(void *p);
+void m_alloc_free_uncached_leave(struct moat_heap *h, unsigned c, uintptr_t blk);
+void m_alloc_tcache_overflow_leave(struct m_alloc_tcache *tc, unsigned c);
+void m_alloc_free_remote_leave(struct m_alloc_tcache *tc, unsigned c, uintptr_t a,
+                               struct m_alloc_pmap *head);
+
 /* A free of a block whose slab another cache takes blocks from (see
- * tcache.c). */
+ * tcache.c).  Only blocks below 256 bytes (four cache lines) take this
+ * path: a larger block shares at most the lines at its two ends with its
+ * neighbours, so reusing it locally costs little false sharing and saves
+ * its round trip through the class. */
+#define M_ALLOC_REMOTE_MIN_CLASS 15u /* 256 bytes */
 void m_alloc_free_remote(struct m_alloc_tcache *tc, unsigned c, uintptr_t a,
                          struct m_alloc_pmap *head);
 
@@ -683,27 +787,33 @@ static inline void m_alloc_bin_push(struct m_alloc_tcache *tc, unsigned c, uintp
  * against the default heap (which moat_heap_set_default may change). */
 static inline void *m_alloc_default_malloc(size_t n)
 {
+    m_alloc_enter();
     struct m_alloc_tcache *tc = m_alloc_tls.dflt;
     struct moat_heap *h = atomic_load_explicit(&m_alloc_global.default_heap, memory_order_relaxed);
     if (M_ALLOC_LIKELY(tc != NULL && n <= M_ALLOC_SMALL_MAX &&
-                       atomic_load_explicit(&tc->live_heap, memory_order_relaxed) == h)) {
+                       atomic_load_explicit(&tc->live_heap, memory_order_acquire) == h)) {
         uintptr_t blk = m_alloc_bin_pop(tc, m_alloc_size_class(n), n);
-        if (M_ALLOC_LIKELY(blk))
+        if (M_ALLOC_LIKELY(blk)) {
+            m_alloc_leave();
             return (void *)blk;
+        }
     }
-    return m_alloc_malloc_slow(m_alloc_default(), n);
+    return m_alloc_malloc_slow_leave(NULL, n);
 }
 
 static inline void *m_alloc_heap_malloc(struct moat_heap *h, size_t n)
 {
+    m_alloc_enter();
     struct m_alloc_tcache *tc = m_alloc_tls.tc[h->slot];
     if (M_ALLOC_LIKELY(tc != NULL && n <= M_ALLOC_SMALL_MAX &&
-                       atomic_load_explicit(&tc->heap_id, memory_order_relaxed) == h->id)) {
+                       atomic_load_explicit(&tc->heap_id, memory_order_acquire) == h->id)) {
         uintptr_t blk = m_alloc_bin_pop(tc, m_alloc_size_class(n), n);
-        if (M_ALLOC_LIKELY(blk))
+        if (M_ALLOC_LIKELY(blk)) {
+            m_alloc_leave();
             return (void *)blk;
+        }
     }
-    return m_alloc_malloc_slow(h, n);
+    return m_alloc_malloc_slow_leave(h, n);
 }
 
 /* Check that a (in page pg of a slab of arena ar) is the start of a block
@@ -718,25 +828,71 @@ static inline void m_alloc_slab_free(const struct m_alloc_arena *ar, const struc
     unsigned c = pm->cls;
     uint32_t pgoff = pm->offset;
     uint32_t off = (uint32_t)(a & (M_ALLOC_PAGE - 1)) + (pgoff << M_ALLOC_PAGE_SHIFT);
-    uint32_t bi = (uint32_t)(((uint64_t)off * m_alloc_class_magic[c]) >> 32);
-    if (M_ALLOC_UNLIKELY(bi * m_alloc_class_size[c] != off ||
-                         off >= m_alloc_class_info[c].used_bytes))
+    const struct m_alloc_class_check *ck = &m_alloc_class_check[c];
+    if (M_ALLOC_UNLIKELY(off * ck->magic >= ck->magic || off >= ck->used_bytes))
         m_alloc_die("free(): invalid pointer", (void *)a, "not the start of a block");
     struct m_alloc_tcache *tc = m_alloc_tls.tc[ar->slot];
     if (M_ALLOC_LIKELY(tc != NULL &&
-                       atomic_load_explicit(&tc->heap_id, memory_order_relaxed) == ar->heap_id)) {
+                       atomic_load_explicit(&tc->heap_id, memory_order_acquire) == ar->heap_id)) {
         uintptr_t tag = m_alloc_tag(tc->key, a);
         uint8_t mine = tc->tag;
         if (M_ALLOC_UNLIKELY(((uintptr_t *)a)[1] == tag))
             m_alloc_die("free(): double free", (void *)a, "the block is already free");
         struct m_alloc_pmap *head = (struct m_alloc_pmap *)(pm - pgoff);
-        if (M_ALLOC_LIKELY(__atomic_load_n(&head->owner, __ATOMIC_RELAXED) == mine))
+        /* one branch (`|`, not `||`): the class test alone is random in a
+         * mixed workload, the combined test is not */
+        if (M_ALLOC_LIKELY((__atomic_load_n(&head->owner, __ATOMIC_RELAXED) == mine) |
+                           (c >= M_ALLOC_REMOTE_MIN_CLASS)))
             m_alloc_bin_push(tc, c, a);
         else
             m_alloc_free_remote(tc, c, a, head);
         return;
     }
     m_alloc_free_uncached(ar->heap, c, a);
+}
+
+/* m_alloc_slab_free for free's fast path: the same, then m_alloc_leave(),
+ * with every slow path in tail position. */
+static inline void m_alloc_slab_free_leave(const struct m_alloc_arena *ar,
+                                           const struct m_alloc_pmap *pm, uintptr_t a)
+{
+    unsigned c = pm->cls;
+    uint32_t pgoff = pm->offset;
+    uint32_t off = (uint32_t)(a & (M_ALLOC_PAGE - 1)) + (pgoff << M_ALLOC_PAGE_SHIFT);
+    /* one load for both fields: it spares free's fast path a register
+     * (and with it a push and a pop) */
+    struct m_alloc_class_check ck = m_alloc_class_check[c];
+    if (M_ALLOC_UNLIKELY(off * ck.magic >= ck.magic || off >= ck.used_bytes))
+        m_alloc_die("free(): invalid pointer", (void *)a, "not the start of a block");
+    struct m_alloc_tcache *tc = m_alloc_tls.tc[ar->slot];
+    if (M_ALLOC_UNLIKELY(tc == NULL ||
+                         atomic_load_explicit(&tc->heap_id, memory_order_acquire) != ar->heap_id)) {
+        m_alloc_free_uncached_leave(ar->heap, c, a);
+        return;
+    }
+    uintptr_t *w = (uintptr_t *)a;
+    uintptr_t tag = m_alloc_tag(tc->key, a);
+    if (M_ALLOC_UNLIKELY(w[1] == tag))
+        m_alloc_die("free(): double free", (void *)a, "the block is already free");
+    struct m_alloc_pmap *head = (struct m_alloc_pmap *)(pm - pgoff);
+    /* one branch (`|`, not `||`): the class test alone is random in a
+     * mixed workload, the combined test is not */
+    if (M_ALLOC_UNLIKELY((__atomic_load_n(&head->owner, __ATOMIC_RELAXED) != tc->tag) &
+                         (c < M_ALLOC_REMOTE_MIN_CLASS))) {
+        m_alloc_free_remote_leave(tc, c, a, head);
+        return;
+    }
+    struct m_alloc_bin *b = &tc->bins[c];
+    w[0] = m_alloc_enc(tc->key, a, b->head);
+    w[1] = tag;
+    b->head = a;
+    uint32_t cnt = b->count + 1;
+    M_ALLOC_OWNER_SET(b->count, cnt);
+    if (M_ALLOC_UNLIKELY(cnt > b->max)) {
+        m_alloc_tcache_overflow_leave(tc, c);
+        return;
+    }
+    m_alloc_leave();
 }
 
 /*
@@ -750,14 +906,16 @@ static inline void m_alloc_free_block(void *p)
     uintptr_t a = (uintptr_t)p;
     uintptr_t chunk = a & ~(uintptr_t)(M_ALLOC_CHUNK - 1);
     const struct m_alloc_arena *ar = (const struct m_alloc_arena *)chunk;
+    m_alloc_enter();
     if (M_ALLOC_LIKELY(m_alloc_chunk_entry(a) == (chunk | M_ALLOC_CHUNK_ARENA))) {
-        const struct m_alloc_pmap *pm = &ar->pmap[(a - chunk) >> M_ALLOC_PAGE_SHIFT];
+        const struct m_alloc_pmap *pm = (const struct m_alloc_pmap *)(chunk + M_ALLOC_PMAP_AT) +
+                                        ((a - chunk) >> M_ALLOC_PAGE_SHIFT);
         if (M_ALLOC_LIKELY(pm->kind == M_ALLOC_PK_SLAB)) {
-            m_alloc_slab_free(ar, pm, a);
+            m_alloc_slab_free_leave(ar, pm, a);
             return;
         }
     }
-    m_alloc_free_generic(p);
+    m_alloc_free_generic_leave(p);
 }
 
 /* Bytes usable at p, with the same checks as free minus the tag. */

@@ -41,6 +41,7 @@ _Static_assert(M_ALLOC_CLASS_SIZE(M_ALLOC_NCLASSES - 1) == M_ALLOC_SMALL_MAX,
                "the last class must be the largest small size");
 
 struct m_alloc_class_info m_alloc_class_info[M_ALLOC_NCLASSES];
+struct m_alloc_class_check m_alloc_class_check[M_ALLOC_NCLASSES];
 uint8_t m_alloc_class_lut[65];
 
 static uint32_t clamp32(uint32_t v, uint32_t lo, uint32_t hi)
@@ -83,6 +84,8 @@ void m_alloc_classes_init(void)
         ci->capacity = best * (uint32_t)M_ALLOC_PAGE / size;
         ci->cap_magic = (uint32_t)(((uint64_t)1 << 32) / ci->capacity - (ci->capacity == 1));
         ci->used_bytes = ci->capacity * size;
+        m_alloc_class_check[c].magic = m_alloc_class_magic[c];
+        m_alloc_class_check[c].used_bytes = ci->used_bytes;
         ci->batch = clamp32(8192 / size, 1, 32);
         /* a cached block pins its slab: classes whose slabs hold a few
          * blocks cache no more than a slab's worth */
@@ -93,3 +96,6 @@ void m_alloc_classes_init(void)
             ci->batch = ci->bin_cap;
     }
 }
+
+_Static_assert(M_ALLOC_CLASS_SIZE(M_ALLOC_REMOTE_MIN_CLASS) == 256u,
+               "remote frees are for blocks below 256 bytes");

@@ -272,7 +272,7 @@ static struct m_alloc_arena *arena_init(struct moat_heap *h, void *resv, size_t 
                                         size_t ndesc, bool odd)
 {
     struct m_alloc_arena *ar = resv;
-    size_t pmap_at = round_up(sizeof *ar, 64);
+    size_t pmap_at = M_ALLOC_PMAP_AT; /* free's fast path relies on it */
     size_t pages_at = round_up(pmap_at + ndesc * sizeof(struct m_alloc_pmap), 64);
     size_t meta = round_up(pages_at + ndesc * sizeof(struct m_alloc_page), M_ALLOC_PAGE);
     ar->pmap = (struct m_alloc_pmap *)((uintptr_t)resv + pmap_at);

@@ -16,6 +16,13 @@
  * memory a program frees is back in the region within about 10 ms of the
  * program going quiet, and within 100 ms in any case.
  *
+ * Before it purges a heap it takes back the caches of the heap's idle
+ * threads (tcache.c, m_alloc_tcache_reclaim): a cached block pins its
+ * slab, so a thread that frees a burst and then sleeps would otherwise keep
+ * its slabs committed.  A cache overflowing also asks for a look (a free
+ * burst may end in sleep); a cache found busy gets another look every
+ * period, for at most M_PURGE_MAX_WAITS periods.
+ *
  * The thread is started from a point of the allocator where no lock is held
  * (pthread_create allocates the new thread's TLS with malloc, which may be
  * us).  MOAT_ALLOC_PURGE_THREAD=0 disables it: frees then purge on their own
@@ -25,15 +32,27 @@
 #include "alloc/alloc_int.h"
 
 #include <errno.h>
+#include <linux/membarrier.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #define M_PURGE_PERIOD_NS (10L * 1000 * 1000)
 /* Periods a heap that keeps taking pages may postpone its purge. */
 #define M_PURGE_MAX_WAITS 10
 
 _Atomic int m_alloc_purge_wanted;
+
+/* Idle caches can be reclaimed (the membarrier is registered; the knob
+ * MOAT_ALLOC_RECLAIM=0 turns it off).  Purger thread only. */
+static bool reclaim_ok;
+
+static bool membarrier_private(void)
+{
+    return syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
 
 static struct {
     pthread_mutex_t lock; /* guards state and the condition */
@@ -51,20 +70,40 @@ static bool purge_pass(void)
     for (struct moat_heap *h = m_alloc_global.heaps; h; h = h->next_heap) {
         m_alloc_lock(&h->page_lock);
         size_t retain = m_alloc_retain_pages(h);
-        if (h->pages_dirty > retain / 2) {
-            if (h->carves != h->purge_seen && h->purge_waits < M_PURGE_MAX_WAITS) {
-                /* it is still taking pages: those may be reused; wait */
-                h->purge_seen = h->carves;
-                h->purge_waits++;
-                again = true;
-            } else {
-                /* blocks parked in transit hold slabs: back to them first */
-                m_alloc_unlock(&h->page_lock);
-                m_alloc_drain_all(h, false);
-                m_alloc_lock(&h->page_lock);
-                m_alloc_purge(h, retain / 2);
-                h->purge_waits = 0;
+        bool over = h->pages_dirty > retain / 2;
+        bool look = atomic_exchange_explicit(&h->reclaim_wanted, 0, memory_order_relaxed) ||
+                    h->reclaim_waits;
+        if (over && h->carves != h->purge_seen && h->purge_waits < M_PURGE_MAX_WAITS) {
+            /* it is still taking pages: those may be reused; wait */
+            h->purge_seen = h->carves;
+            h->purge_waits++;
+            again = true;
+            if (look)
+                atomic_store_explicit(&h->reclaim_wanted, 1, memory_order_relaxed);
+        } else if (over || look) {
+            /* blocks in idle threads' caches and parked in transit hold
+             * slabs: back to them first */
+            m_alloc_unlock(&h->page_lock);
+            unsigned taken = 0;
+            if (reclaim_ok) {
+                /* a cache seen busy gets another look a period later, for
+                 * at most M_PURGE_MAX_WAITS periods (then the next overflow
+                 * asks again) */
+                unsigned busy = m_alloc_tcache_reclaim(h, membarrier_private, &taken);
+                h->reclaim_waits =
+                    busy && h->reclaim_waits < M_PURGE_MAX_WAITS ? h->reclaim_waits + 1 : 0;
+                again |= h->reclaim_waits != 0;
             }
+            /* what a reclaim just handed back must reach its slabs now:
+             * a class lock busy at this moment would otherwise leave it in
+             * transit until the next pass (waiting is in lock order:
+             * global, then class) */
+            if (over || taken)
+                m_alloc_drain_all(h, taken > 0);
+            m_alloc_lock(&h->page_lock);
+            if (over || taken)
+                m_alloc_purge(h, retain / 2);
+            h->purge_waits = 0;
         }
         m_alloc_unlock(&h->page_lock);
     }
@@ -75,6 +114,9 @@ static bool purge_pass(void)
 static void *purger_main(void *arg)
 {
     (void)arg;
+    const char *s = getenv("MOAT_ALLOC_RECLAIM");
+    reclaim_ok = !(s && s[0] == '0') &&
+                 syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
     for (;;) {
         pthread_mutex_lock(&purger.lock);
         if (!atomic_exchange(&m_alloc_purge_wanted, 0)) {
@@ -163,4 +205,12 @@ void m_alloc_purger_fork_child(void)
     if (purger.state == 1)
         purger.state = 0;
     purger.idle = false;
+    /* a request the parent's purger had not taken yet is the parent's: the
+     * child starts a purger only for its own need (ThreadSanitizer kills a
+     * fork child that starts a thread, and test_fork forks often) */
+    atomic_store(&m_alloc_purge_wanted, 0);
+    for (struct moat_heap *h = m_alloc_global.heaps; h; h = h->next_heap) {
+        atomic_store(&h->reclaim_wanted, 0);
+        h->reclaim_waits = 0;
+    }
 }

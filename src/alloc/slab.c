@@ -23,6 +23,10 @@
  * first touch of each block then happens in malloc, spread over time,
  * rather than all at once under the lock.
  *
+ * A chain parked in a transfer slot that nobody takes is drained into its
+ * slabs by the second decay that looks at it (m_alloc_class_age marks it
+ * old first), or by the purger.
+ *
  * The hand-off cannot strand blocks: a pusher that fails the trylock pushed
  * before it tried, and the holder looks at `returned` after it unlocks.
  */
@@ -34,6 +38,10 @@
 #define M_ALLOC_TRANSIT_BATCHES 4
 /* Bytes of a class the transfer slots may hold. */
 #define M_ALLOC_TRANSFER_BYTES (32u << 10)
+/* A transfer slot: chain head (bits 0-46: user addresses), "old" mark (bit
+ * 47: seen by a decay already), block count (bits 48-63). */
+#define M_XFER_OLD ((uint64_t)1 << 47)
+#define M_XFER_PTR (M_XFER_OLD - 1)
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -223,7 +231,7 @@ static void drain_transfer_locked(struct moat_heap *h, unsigned c)
     for (int i = 0; i < M_ALLOC_TRANSFER_SLOTS; i++) {
         uint64_t v = atomic_exchange_explicit(&cl->transfer[i], 0, memory_order_acquire);
         if (v)
-            drain_chain(h, c, (uintptr_t)(v & ((1ULL << 48) - 1)));
+            drain_chain(h, c, (uintptr_t)(v & M_XFER_PTR));
     }
 }
 
@@ -255,6 +263,39 @@ void m_alloc_class_drain(struct moat_heap *h, unsigned c, bool wait)
         return;
     drain_transfer_locked(h, c);
     drain_locked(h, c);
+    class_unlock(h, c, 1);
+}
+
+/* Age the transfer chains of class c: a chain already marked old (it sat
+ * through a whole decay period of the cache that looks, untaken) goes back
+ * to its slabs; the others are marked.  So chains flow between threads as
+ * long as someone takes them, and a class nobody allocates any more gets
+ * its blocks back within two periods. */
+void m_alloc_class_age(struct moat_heap *h, unsigned c)
+{
+    struct m_alloc_class *cl = &h->classes[c];
+    uintptr_t old[M_ALLOC_TRANSFER_SLOTS];
+    int nold = 0;
+    for (int i = 0; i < M_ALLOC_TRANSFER_SLOTS; i++) {
+        uint64_t v = atomic_load_explicit(&cl->transfer[i], memory_order_relaxed);
+        if (!v)
+            continue;
+        if (!(v & M_XFER_OLD)) {
+            /* fails if a refill took it meanwhile: then it is not idle */
+            atomic_compare_exchange_strong_explicit(&cl->transfer[i], &v, v | M_XFER_OLD,
+                                                    memory_order_relaxed, memory_order_relaxed);
+            continue;
+        }
+        if (!atomic_compare_exchange_strong_explicit(&cl->transfer[i], &v, 0, memory_order_acquire,
+                                                     memory_order_relaxed))
+            continue;
+        old[nold++] = (uintptr_t)(v & M_XFER_PTR);
+    }
+    if (!nold)
+        return;
+    m_alloc_lock(&cl->lock);
+    for (int i = 0; i < nold; i++)
+        drain_chain(h, c, old[i]);
     class_unlock(h, c, 1);
 }
 
@@ -318,7 +359,7 @@ uintptr_t m_alloc_refill(struct moat_heap *h, unsigned c, uint32_t want, uint8_t
         uint64_t v = atomic_exchange_explicit(&cl->transfer[i], 0, memory_order_acquire);
         if (v) {
             *got = (uint32_t)(v >> 48);
-            return (uintptr_t)(v & ((1ULL << 48) - 1));
+            return (uintptr_t)(v & M_XFER_PTR);
         }
     }
 

@@ -13,11 +13,19 @@
  * batch each time the list runs dry and has to be refilled (slow start), as
  * long as the thread's cap allows: only classes a thread really cycles
  * through get room.  A list that overflows gives back all but max/2 blocks,
- * so the next max/2 frees and allocations stay local.  Every 64 slow-path
+ * so the next max/2 frees and allocations stay local.  Every 256 slow-path
  * events, each list that did not run dry since the last look gives back
  * half of its blocks and shrinks `max` by as much: a thread that stops
  * using a class returns it within a few rounds, a class it keeps emptying
- * does not move.
+ * does not move.  What a decay gives back is parked in the class's
+ * transfer slots for other threads' refills, and drained into the slabs
+ * if nobody takes it (m_alloc_class_age).
+ *
+ * Idle threads.  A thread that stops calling the allocator keeps its cache,
+ * and every cached block pins a slab; the purger takes such caches back
+ * (m_alloc_tcache_reclaim, by the handshake described in alloc_int.h).
+ * The *_leave functions are the fast paths' slow paths, which end the
+ * allocator call for the handshake.
  *
  * Giving back.  moat_alloc_thread_flush (the end of an ECall) and thread
  * exit hand every list back to its class and drain it into the slabs;
@@ -35,7 +43,7 @@
 
 __thread struct m_alloc_tls m_alloc_tls __attribute__((tls_model("initial-exec")));
 
-#define M_DECAY_EVENTS 64
+#define M_DECAY_EVENTS 256
 
 _Atomic uint8_t m_alloc_tag_live[256];
 static uint32_t tag_next = 1; /* global lock */
@@ -164,6 +172,8 @@ static void bin_give_back(struct m_alloc_tcache *tc, unsigned c, uint32_t k, boo
     b->head = rest;
     count -= k;
     M_ALLOC_OWNER_SET(b->count, count);
+    if (transfer)
+        tc->parked[0][c / 64] |= 1ULL << (c % 64);
     m_alloc_give_back(h, c, first, last, k, transfer);
 }
 
@@ -184,15 +194,12 @@ static void remote_give_back(struct m_alloc_tcache *tc, unsigned c, bool transfe
     uint32_t n = b->rcount;
     if (!n)
         return;
-    uintptr_t first = b->rhead, last = first;
-    for (uint32_t i = 1; i < n; i++) {
-        uintptr_t next = m_alloc_dec(tc->key, last, ((uintptr_t *)last)[0]);
-        if (!m_alloc_link_ok(tc->heap, next) || !next)
-            m_alloc_die_corrupt((void *)last);
-        last = next;
-    }
+    /* the first block pushed is the last of the list: no walk */
+    uintptr_t first = b->rhead, last = b->rtail;
     b->rhead = 0;
     M_ALLOC_OWNER_SET(b->rcount, 0);
+    if (transfer)
+        tc->parked[0][c / 64] |= 1ULL << (c % 64);
     m_alloc_give_back(tc->heap, c, first, last, n, transfer);
 }
 
@@ -218,6 +225,8 @@ void m_alloc_free_remote(struct m_alloc_tcache *tc, unsigned c, uintptr_t a,
     uintptr_t *w = (uintptr_t *)a;
     w[0] = m_alloc_enc(tc->key, a, b->rhead);
     w[1] = m_alloc_tag(tc->key, a);
+    if (!b->rhead)
+        b->rtail = a;
     b->rhead = a;
     uint32_t cnt = b->rcount + 1;
     M_ALLOC_OWNER_SET(b->rcount, cnt);
@@ -225,7 +234,9 @@ void m_alloc_free_remote(struct m_alloc_tcache *tc, unsigned c, uintptr_t a,
         remote_give_back(tc, c, true);
 }
 
-void m_alloc_tcache_flush(struct m_alloc_tcache *tc)
+/* Everything back to the classes (the caller owns the lists: the owner
+ * inside an allocator call, or the purger that took the cache). */
+static void tcache_flush(struct m_alloc_tcache *tc)
 {
     for (unsigned c = 0; c < M_ALLOC_NCLASSES; c++) {
         uint32_t count = tc->bins[c].count;
@@ -235,6 +246,82 @@ void m_alloc_tcache_flush(struct m_alloc_tcache *tc)
             m_alloc_class_drain(tc->heap, c, true);
         }
     }
+}
+
+/* Wait while the purger holds tc (it holds the global lock meanwhile). */
+static void wait_while_stolen(struct m_alloc_tcache *tc)
+{
+    while (atomic_load_explicit(&tc->heap_id, memory_order_acquire) & M_ALLOC_STOLEN) {
+        pthread_mutex_lock(&m_alloc_global.lock);
+        pthread_mutex_unlock(&m_alloc_global.lock);
+    }
+}
+
+void m_alloc_tcache_flush(struct m_alloc_tcache *tc)
+{
+    m_alloc_slow_enter();
+    wait_while_stolen(tc);
+    tcache_flush(tc);
+    m_alloc_slow_leave();
+}
+
+static bool tcache_holds(struct m_alloc_tcache *tc)
+{
+    for (unsigned c = 0; c < M_ALLOC_NCLASSES; c++)
+        if (M_ALLOC_OWNER_READ(tc->bins[c].count) || M_ALLOC_OWNER_READ(tc->bins[c].rcount))
+            return true;
+    return false;
+}
+
+/*
+ * m_alloc_tcache_reclaim - the purger takes back the cached blocks of h's
+ * idle threads (global lock held; see "Reclaiming idle caches" in
+ * alloc_int.h): a cache is idle if its thread had no slow-path event since
+ * the purger's previous look, and is taken if its thread is not inside an
+ * allocator call.  barrier() is the membarrier; if it fails nothing is
+ * taken.  Only the blocks go: a cache keeps its adaptive bounds, so a
+ * thread that wakes refills to where it was.  Returns the caches that hold
+ * blocks but were active (worth another look a period later); *taken
+ * counts the caches taken.
+ */
+unsigned m_alloc_tcache_reclaim(struct moat_heap *h, bool (*barrier)(void), unsigned *taken)
+{
+    unsigned tagged = 0, active = 0;
+    *taken = 0;
+    for (struct m_alloc_tcache *tc = h->tcaches; tc; tc = tc->reg_next) {
+        uint32_t ev = M_ALLOC_OWNER_READ(tc->events_total);
+        tc->reclaiming = tcache_holds(tc);
+        if (tc->reclaiming && ev != tc->reclaim_seen) {
+            tc->reclaiming = false;
+            active++;
+        }
+        tc->reclaim_seen = ev;
+        if (!tc->reclaiming)
+            continue;
+        atomic_store_explicit(&tc->heap_id, h->id | M_ALLOC_STOLEN, memory_order_relaxed);
+        atomic_store_explicit(&tc->live_heap, (struct moat_heap *)((uintptr_t)h | 1),
+                              memory_order_relaxed);
+        tagged++;
+    }
+    if (!tagged)
+        return active;
+    bool ok = barrier();
+    for (struct m_alloc_tcache *tc = h->tcaches; tc; tc = tc->reg_next) {
+        if (!tc->reclaiming)
+            continue;
+        tc->reclaiming = false;
+        if (ok && __atomic_load_n(&tc->tls->depth, __ATOMIC_ACQUIRE) == 0 &&
+            __atomic_load_n(&tc->tls->slow_depth, __ATOMIC_ACQUIRE) == 0) {
+            tcache_flush(tc);
+            (*taken)++;
+            atomic_fetch_add_explicit(&h->reclaimed, 1, memory_order_relaxed);
+        } else {
+            active++;
+        }
+        atomic_store_explicit(&tc->live_heap, h, memory_order_release);
+        atomic_store_explicit(&tc->heap_id, h->id, memory_order_release);
+    }
+    return active;
 }
 
 /* Every M_DECAY_EVENTS slow paths: lists that never ran dry in the period
@@ -247,15 +334,24 @@ static void tcache_decay(struct m_alloc_tcache *tc)
         struct m_alloc_bin *b = &tc->bins[c];
         if (b->max == 0 && b->count == 0 && b->rcount == 0)
             continue; /* a class this thread does not use */
+        /* parked in the transfer slots: another thread's refill takes
+         * them whole, else the next decay puts them back into their slabs */
         if (b->refills == 0 && b->count > 0) {
             uint32_t k = (b->count + 1) / 2;
-            bin_give_back(tc, c, k, false);
+            bin_give_back(tc, c, k, true);
             bin_shrink(tc, c, k);
         }
         b->refills = 0;
-        remote_give_back(tc, c, false);
-        /* chains nobody took for a whole period go back to their slabs */
-        m_alloc_class_drain(tc->heap, c, false);
+        remote_give_back(tc, c, true);
+        /* transfer chains of the classes this cache parked chains of
+         * lately that nobody takes go back to their slabs (see
+         * m_alloc_class_age; only those classes: a look reads eight words) */
+        if ((tc->parked[0][c / 64] | tc->parked[1][c / 64]) & (1ULL << (c % 64)))
+            m_alloc_class_age(tc->heap, c);
+    }
+    for (int w = 0; w < 2; w++) {
+        tc->parked[1][w] = tc->parked[0][w];
+        tc->parked[0][w] = 0;
     }
     if (tc->max_bytes > tc->cap_bytes) {
         /* more threads share the heap now: halve every list */
@@ -270,6 +366,7 @@ static void tcache_decay(struct m_alloc_tcache *tc)
 
 static void tcache_event(struct m_alloc_tcache *tc)
 {
+    M_ALLOC_OWNER_ADD(tc->events_total, 1);
     uint32_t p = atomic_load_explicit(&tc->heap->pressure, memory_order_relaxed);
     if (M_ALLOC_UNLIKELY(p != tc->pressure_seen)) {
         tc->pressure_seen = p;
@@ -309,6 +406,17 @@ void m_alloc_tcache_overflow(struct m_alloc_tcache *tc, unsigned c)
     uint32_t keep = b->max / 2;
     bin_give_back(tc, c, count - keep, true);
     tcache_event(tc);
+    /* blocks are piling up in caches and in transit: have the purger look
+     * at this heap's caches (it takes those of threads that went idle).
+     * Only a running purger: it is started for free pages alone (a process
+     * that never frees a page needs no thread, and a fork child - where
+     * ThreadSanitizer forbids new threads - keeps none). */
+    struct moat_heap *h = tc->heap;
+    if (m_alloc_purger_running() &&
+        !atomic_load_explicit(&h->reclaim_wanted, memory_order_relaxed)) {
+        atomic_store_explicit(&h->reclaim_wanted, 1, memory_order_relaxed);
+        atomic_store_explicit(&m_alloc_purge_wanted, 1, memory_order_relaxed);
+    }
     m_alloc_purge_check();
 }
 
@@ -336,6 +444,54 @@ void *m_alloc_tcache_refill_pop(struct m_alloc_tcache *tc, unsigned c, size_t n)
 }
 
 /* ------------------------------------------------------------------------
+ * The fast paths' slow paths, ending the allocator call (alloc_int.h)
+ * ---------------------------------------------------------------------- */
+
+/* Each is entered with depth 1 and a valid (checked) cache where it takes
+ * one; slow_depth covers the rest of the call, whatever it calls. */
+void *m_alloc_malloc_slow_leave(struct moat_heap *h, size_t n)
+{
+    m_alloc_slow_enter();
+    void *p = m_alloc_malloc_slow(h ? h : m_alloc_default(), n);
+    m_alloc_slow_leave();
+    m_alloc_leave();
+    return p;
+}
+
+void m_alloc_free_generic_leave(void *p)
+{
+    m_alloc_slow_enter();
+    m_alloc_free_generic(p);
+    m_alloc_slow_leave();
+    m_alloc_leave();
+}
+
+void m_alloc_free_uncached_leave(struct moat_heap *h, unsigned c, uintptr_t blk)
+{
+    m_alloc_slow_enter();
+    m_alloc_free_uncached(h, c, blk);
+    m_alloc_slow_leave();
+    m_alloc_leave();
+}
+
+void m_alloc_tcache_overflow_leave(struct m_alloc_tcache *tc, unsigned c)
+{
+    m_alloc_slow_enter();
+    m_alloc_tcache_overflow(tc, c);
+    m_alloc_slow_leave();
+    m_alloc_leave();
+}
+
+void m_alloc_free_remote_leave(struct m_alloc_tcache *tc, unsigned c, uintptr_t a,
+                               struct m_alloc_pmap *head)
+{
+    m_alloc_slow_enter();
+    m_alloc_free_remote(tc, c, a, head);
+    m_alloc_slow_leave();
+    m_alloc_leave();
+}
+
+/* ------------------------------------------------------------------------
  * Creating and releasing caches
  * ---------------------------------------------------------------------- */
 
@@ -353,6 +509,7 @@ static void tcache_init(struct m_alloc_tcache *tc, struct moat_heap *h)
     tc->lo = atomic_load_explicit(&h->lo, memory_order_acquire);
     tc->span = atomic_load_explicit(&h->span, memory_order_relaxed);
     tc->slot = h->slot;
+    tc->tls = &m_alloc_tls;
     tc->pressure_seen = atomic_load_explicit(&h->pressure, memory_order_relaxed);
 }
 
@@ -384,7 +541,7 @@ static void registry_remove(struct moat_heap *h, struct m_alloc_tcache *tc)
 static void tcache_retire(struct m_alloc_tcache *tc)
 {
     struct moat_heap *h = tc->heap;
-    m_alloc_tcache_flush(tc);
+    tcache_flush(tc);
     for (unsigned c = 0; c < M_ALLOC_NCLASSES; c++) {
         struct m_alloc_bin *b = &tc->bins[c];
         atomic_fetch_add_explicit(&h->classes[c].allocs_done, b->allocs, memory_order_relaxed);
@@ -412,7 +569,9 @@ struct m_alloc_tcache *m_alloc_tcache_get(struct moat_heap *h)
         return NULL;
     struct m_alloc_tls *t = &m_alloc_tls;
     struct m_alloc_tcache *tc = t->tc[h->slot];
-    if (tc && atomic_load_explicit(&tc->heap_id, memory_order_relaxed) == h->id)
+    if (tc && atomic_load_explicit(&tc->heap_id, memory_order_acquire) == (h->id | M_ALLOC_STOLEN))
+        wait_while_stolen(tc);
+    if (tc && atomic_load_explicit(&tc->heap_id, memory_order_acquire) == h->id)
         return tc;
     if (t->state == M_ALLOC_TLS_BUSY || t->state == M_ALLOC_TLS_DEAD)
         return NULL;
