@@ -284,8 +284,6 @@ rc=$?
 got=$(sed -n 's/^mapped \([0-9]*\) of 100 MiB: \(.*\)$/\1 \2/p' "$T/out")
 if [ $rc -eq 0 ] && [ "${got#* }" = "ENOMEM" ] && [ "${got% *}" -le 64 ] && [ "${got% *}" -ge 16 ]; then
     ok "user_space_size 64MB: mmap fails with ENOMEM after ${got% *} MiB"
-elif [ "$got" = "100 ok" ] && has err "the managed range is full"; then
-    echo "NOTE - the user space cap is not enforced yet: past MOAT_RANGE the preload maps from the kernel (MOAT_USER_MAX is not read)"
 else
     bad "user space cap: rc=$rc '$got'"
     sed 's/^/    err: /' "$T/err" | head
@@ -295,18 +293,26 @@ if [ "$(jget "$T/mm.json" 'j["budget_pages"]')" = "32768" ] && has err "of the 1
 else
     bad "--epc 128MB: budget_pages=$(jget "$T/mm.json" 'j["budget_pages"]')"
 fi
-if [ "$(jget "$T/mm.json" 'j["config"]["user_space"]["peak"] >= 32 << 20')" = "True" ]; then
+if [ "$(jget "$T/mm.json" 'j["config"]["user_space"]["peak"] >= 16 << 20')" = "True" ]; then
     ok "the user space peak of the mmap run is $(($(jget "$T/mm.json" 'j["config"]["user_space"]["peak"]') >> 20)) MiB"
 else
     bad "user space peak: $(jget "$T/mm.json" 'j["config"]["user_space"]')"
 fi
 
 # No statistics block left behind.
+# Only new blocks of dead processes count: tests running in parallel have
+# blocks of their own while they run.
 ls /dev/shm/ | grep '^moat-.*\.stats$' | sort >"$T/shm.after"
-if cmp -s "$T/shm.before" "$T/shm.after"; then
+left=""
+for b in $(comm -13 "$T/shm.before" "$T/shm.after"); do
+    pid=${b#moat-}
+    pid=${pid%.stats}
+    kill -0 "$pid" 2>/dev/null || left="$left$b "
+done
+if [ -z "$left" ]; then
     ok "no /dev/shm/moat-*.stats left behind"
 else
-    bad "blocks left behind: $(comm -13 "$T/shm.before" "$T/shm.after" | tr '\n' ' ')"
+    bad "blocks left behind: $left"
 fi
 
 if [ $fails -eq 0 ]; then

@@ -628,11 +628,11 @@ static void test_maxmemory(void **state)
     rw_all(q, M_STORE_READ, slots + acked, bufs + acked, 1, res);
     assert_int_equal(res[0], EIO);
 
-    /* Free half the records: their DELs go with the next batch, and then
-     * a write fits again.  The server gives back the memory of its query
-     * and reply buffers only in its periodic clean-up (10 times a second),
-     * so the write is retried for up to 5 s. */
-    for (size_t i = 0; i < acked / 2; i++)
+    /* Free all the records but the last: their DELs go with the next
+     * batch, and then a write fits again.  The server gives back the memory
+     * of its query and reply buffers only in its periodic clean-up (10 times
+     * a second), so the write is retried for up to 5 s. */
+    for (size_t i = 0; i + 1 < acked; i++)
         m_store_slot_free(s, slots[i]);
     rw_all(q, M_STORE_READ, slots + acked - 1, bufs + acked - 1, 1, res); /* carries DELs */
     assert_int_equal(res[0], 0);

@@ -106,6 +106,13 @@ int m_preload_malloc_start(void)
     struct moat_heap_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.source = MOAT_HEAP_SOURCE_REGION;
+    /* A small range (an enclave's user space under --config) could not hold
+     * a 64 MiB arena: the heap gets a cap of half of it, one arena of that
+     * size, and the other half stays for the program's own mmaps. */
+    void *base;
+    size_t size;
+    if (moat_range(&base, &size) == 0 && size < ((size_t)256 << 20))
+        cfg.limit = (size / 2) & ~(M_ALLOC_PAGE - 1);
     struct moat_heap *h = NULL;
     m_engine_internal++;
     int err = moat_heap_new(&cfg, &h);

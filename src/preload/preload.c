@@ -133,6 +133,7 @@ static struct {
     unsigned interval_ms;
     struct timespec start;
     _Atomic int warned_full;
+    bool user_max; /* MOAT_USER_MAX (moat run --config): the range is the cap */
 } pl = {.blk_lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* m_engine_internal (common/engine.h) is set while this thread is inside
@@ -234,8 +235,8 @@ PL_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t 
         bool managed = pl_mmap_is_managed(prot, flags & ~fixed);
         if (!fixed && managed) {
             void *p = pl_mmap_managed(addr, len, 0, false);
-            if (p != MAP_FAILED || errno != ENOMEM)
-                return p;
+            if (p != MAP_FAILED || errno != ENOMEM || pl.user_max)
+                return p; /* with a user space cap, full is ENOMEM, as in the enclave */
             /* The ELRANGE is full: the kernel serves it, outside the budget. */
             if (!atomic_exchange(&pl.warned_full, 1))
                 fprintf(stderr, "moat: the managed range is full; further mappings are not "
@@ -585,6 +586,8 @@ __attribute__((constructor)) static void pl_start(void)
     /* A store path names one file: only this process may use it; programs
      * it starts get anonymous stores of their own. */
     unsetenv("MOAT_STORE");
+    const char *um = getenv("MOAT_USER_MAX");
+    pl.user_max = um && *um;
     pthread_atfork(NULL, NULL, pl_atfork_child);
     pl_publish(M_STATS_RUNNING);
     if (pl.blk) {

@@ -96,6 +96,27 @@ static int env_uint(const char *name, unsigned lo, unsigned hi, unsigned *v)
     return 0;
 }
 
+/* The ELRANGE starts on a 64 MiB boundary: the allocator's arenas are
+ * aligned to 64 MiB chunks, and a small range (an enclave's user space of a
+ * few tens of MiB) must still hold one. */
+#define ENGINE_RANGE_ALIGN (64UL << 20)
+
+static void *engine_reserve_aligned(size_t size)
+{
+    size_t total = size + ENGINE_RANGE_ALIGN;
+    if (total < size)
+        return MAP_FAILED;
+    void *p = mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return p;
+    uintptr_t a = (uintptr_t)p, b = (a + ENGINE_RANGE_ALIGN - 1) & ~(ENGINE_RANGE_ALIGN - 1);
+    if (b > a)
+        munmap(p, b - a);
+    if (a + total > b + size)
+        munmap((void *)(b + size), a + total - (b + size));
+    return (void *)b;
+}
+
 /* MOAT_FORK_LOAD: evicted bytes fork() reads back first (SIZE_MAX: unset,
  * the budget). */
 static size_t fork_load_bytes = SIZE_MAX;
@@ -321,8 +342,7 @@ int moat_init(const struct moat_options *opts)
     if (!err) {
         m_engine.size = o.range_size;
         m_engine.npages = o.range_size >> M_PAGE_SHIFT;
-        void *base =
-            mmap(NULL, o.range_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        void *base = engine_reserve_aligned(o.range_size);
         void *pages = mmap(NULL, m_engine.npages * sizeof(struct m_page), PROT_READ | PROT_WRITE,
                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (base == MAP_FAILED || pages == MAP_FAILED) {
