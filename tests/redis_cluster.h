@@ -97,6 +97,29 @@ static inline bool cluster_wait_ok(double seconds)
     return false;
 }
 
+/* cluster_wait_ok, and no live node still flags another as failing (a
+ * replica that was stopped and continued is only seen live again after a
+ * while): what writes with replicas=N check before they are accepted. */
+static inline bool cluster_wait_healthy(double seconds)
+{
+    double end = cluster_now() + seconds;
+    while (cluster_now() < end) {
+        bool all = cluster_wait_ok(end - cluster_now());
+        for (int i = 0; i < CLUSTER_NODES && all; i++) {
+            if (cluster[i]->pid <= 0)
+                continue;
+            char *nodes = node_str(cluster[i]->port, "CLUSTER NODES");
+            if (!nodes || strstr(nodes, "fail"))
+                all = false;
+            free(nodes);
+        }
+        if (all)
+            return true;
+        usleep(100000);
+    }
+    return false;
+}
+
 static inline void cluster_start(void)
 {
     for (int i = 0; i < CLUSTER_NODES; i++)

@@ -665,6 +665,8 @@ static void test_failover(void **state)
 {
     (void)state;
     need_cluster();
+    /* an earlier test stopped a replica: wait until every node sees it live */
+    assert_true(cluster_wait_healthy(20));
     struct m_store *a = open_ok("?replicas=1"), *t = open_ok("?retry_timeout=300"),
                    *z = open_ok("?retry_timeout=0");
     struct m_store_queue *qa = NULL, *qt = NULL, *qz = NULL;
