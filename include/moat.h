@@ -260,6 +260,15 @@ struct moat_stats {
     uint64_t reclaim_ns; /* total time spent evicting */
 
     uint64_t fork_loaded_pages; /* evicted pages read back so fork children see them */
+
+    /* Redis Cluster stores (0 otherwise): nodes known, pipelines written,
+     * I/O retries, MOVED/ASK followed, failovers seen; per node in
+     * moat_stats_print. */
+    uint64_t store_nodes;
+    uint64_t store_round_trips;
+    uint64_t store_retries;
+    uint64_t store_redirections;
+    uint64_t store_failovers;
 };
 
 /* moat_stats - a consistent-enough snapshot of the counters (each read

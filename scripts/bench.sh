@@ -3,9 +3,11 @@
 # then print one summary table with the ratios against their baselines.
 #
 # Usage: scripts/bench.sh [NAME...]     NAME: seal lru firsttouch pagein swap redis
-#                                       (default: all of them)
+#                                       programs (default: all of them)
 # Environment: BUILD_DIR (default <repo>/build-bench), SIZE=256M BUDGET=64M
-#   RUNS=3 (page-in runs), TIMEOUT=300 (seconds allowed to each program).
+#   RUNS=3 (page-in runs, and runs of each real program), TIMEOUT=300
+#   (seconds allowed to each program; bench/programs.sh as a whole gets
+#   PROGRAMS_TIMEOUT=1800).
 #
 # Every program's full output is kept in $BUILD_DIR/bench-results/NAME.txt
 # and the summary in $BUILD_DIR/bench-results/summary.md.  Benchmarks are not
@@ -24,7 +26,7 @@ TIMEOUT=${TIMEOUT:-300}
 export SIZE BUDGET RUNS
 out=$BUILD_DIR/bench-results
 want=("$@")
-[ ${#want[@]} -gt 0 ] || want=(seal lru firsttouch pagein swap redis)
+[ ${#want[@]} -gt 0 ] || want=(seal lru firsttouch pagein swap redis programs)
 wanted() {
     local w
     for w in "${want[@]}"; do [ "$w" = "$1" ] && return 0; done
@@ -51,12 +53,12 @@ fi
 
 # --- build ------------------------------------------------------------------
 mkdir -p "$out"
-rm -f "$out"/*.txt "$out/summary.md" # the summary must only show this run
+rm -f "$out"/*.txt "$out/summary.md" "$out/programs.md" "$out/programs.log" # the summary must only show this run
 echo "== building in $BUILD_DIR (Release)"
 cmake -S "$root" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >"$out/build.log" 2>&1 ||
     { cat "$out/build.log"; echo "bench.sh: cmake failed" >&2; exit 1; }
 # -k 0: one program that fails to link must not stop the others.
-ninja -C "$BUILD_DIR" -k 0 seal lru_sim firsttouch pagein pagein_plain redis_pagein >>"$out/build.log" 2>&1 ||
+ninja -C "$BUILD_DIR" -k 0 seal lru_sim firsttouch pagein pagein_plain redis_pagein moat moat_preload >>"$out/build.log" 2>&1 ||
     echo "bench.sh: some benchmark programs did not build (see $out/build.log)"
 bin=$BUILD_DIR/bench
 
@@ -133,6 +135,13 @@ fi
 if wanted pagein; then
     run pagein_moat "$bin/pagein" --mode moat --size "$SIZE" --budget "$BUDGET" --runs "$RUNS"
 fi
+# Real programs (python, sqlite3, xz, sort, threads): plain, under moat run
+# with a budget above and below their working set, and under the kernel's
+# swap in a memory cgroup limited to the same budget (kernel part: root).
+# Its store files and swap file go to $TMPDIR too.
+if wanted programs; then
+    TIMEOUT=${PROGRAMS_TIMEOUT:-1800} run programs bash "$root/bench/programs.sh" "$BUILD_DIR" "$RUNS"
+fi
 
 rm -rf "$TMPDIR"
 # Page-in over one redis server and a Redis Cluster, next to redis-benchmark
@@ -190,6 +199,12 @@ st() { echo "${status[$1]:-not run}"; }
         echo "page-in over Redis ($(st redis_pagein)); targets: random pages/s >= 0.5x redis-benchmark GET rps, random p50 <= 2x one GET round trip:"
         echo
         grep -E '^\| (store|---|file|redis|cluster|cluster-replicas1|redis-4threads|cluster-4threads) ?\|' "$out/redis_pagein.txt"
+    fi
+    if [ -f "$out/programs.md" ]; then
+        echo
+        echo "real programs ($(st programs)), medians of $RUNS runs; targets: moat small budget <= 1.5x kernel swap, moat big budget < 1.1x plain:"
+        echo
+        sed -n '/^| program/,$p' "$out/programs.md"
     fi
     echo
     echo "(times: lower is better; a ratio above 1 means moat is slower. Wrong data, if any, is reported in the program's section.)"

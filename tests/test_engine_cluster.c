@@ -198,6 +198,11 @@ static void test_integrity_failover_replicas(void **state)
     assert_int_equal(s.integrity_failures, 0);
     assert_true(s.peak_resident_pages <= BUDGET_PAGES);
     assert_true(s.faults_pagein > 1000);
+    /* the cluster's own counters reach moat_stats */
+    assert_true(s.store_nodes >= 3);
+    assert_true(s.store_round_trips > 0);
+    assert_true(s.store_failovers > 0 || s.store_retries > 0);
+    moat_stats_print(STDOUT_FILENO);
     assert_true(s.evictions_written > 3000);
     assert_int_equal(moat_dealloc(mem, npages * PG), 0);
     free(shadow);

@@ -263,6 +263,9 @@ fi
 "$MOAT" run --budget 12Q -- true 2>"$T/e.err"
 rc=$?
 if [ $rc -eq 2 ] && grep -q -- "--budget" "$T/e.err"; then ok "bad size: exit 2 naming --budget"; else bad "bad size: rc=$rc $(cat "$T/e.err")"; fi
+"$MOAT" run --store-replicas many -- true 2>"$T/e.err"
+rc=$?
+if [ $rc -eq 2 ] && grep -q -- "--store-replicas" "$T/e.err"; then ok "bad --store-replicas: exit 2 naming it"; else bad "--store-replicas many: rc=$rc"; fi
 "$MOAT" run --low 95 --high 90 -- true 2>"$T/e.err"
 rc=$?
 if [ $rc -eq 2 ] && grep -q -- "--low" "$T/e.err"; then ok "--low above --high: exit 2"; else bad "--low/--high: rc=$rc"; fi

@@ -13,6 +13,7 @@
 #include "fault/fault.h"
 #include "region/region.h"
 #include "seal/seal.h"
+#include "store/cluster.h"
 #include "store/store.h"
 
 #include <errno.h>
@@ -448,6 +449,14 @@ int moat_stats(struct moat_stats *out)
     out->fault_ns = atomic_load(&c->fault_ns);
     out->reclaim_ns = atomic_load(&c->reclaim_ns);
     out->fork_loaded_pages = atomic_load(&c->fork_loaded);
+    struct m_store_cluster_stats cs;
+    if (m_engine.store && m_store_cluster_stats(m_engine.store, &cs, NULL, 0, NULL) == 0) {
+        out->store_nodes = cs.nnodes;
+        out->store_round_trips = cs.round_trips;
+        out->store_retries = cs.retries;
+        out->store_redirections = cs.redirections;
+        out->store_failovers = cs.failovers;
+    }
     return 0;
 }
 
@@ -485,4 +494,21 @@ void moat_stats_print(int fd)
             (unsigned long long)s.integrity_failures);
     dprintf(fd, "  time            %.3f s in faults, %.3f s in reclaim\n", (double)s.fault_ns / 1e9,
             (double)s.reclaim_ns / 1e9);
+    struct m_store_cluster_stats cs;
+    struct m_store_cluster_node_stats nodes[32];
+    size_t n = 0;
+    if (m_store_cluster_stats(m_engine.store, &cs, nodes, 32, &n) != 0)
+        return;
+    dprintf(fd,
+            "  cluster         %u nodes, %llu round trips (%.1f I/Os each), %llu retries, "
+            "%llu redirections, %llu failovers, %llu WAIT failures\n",
+            cs.nnodes, (unsigned long long)cs.round_trips, cs.batching,
+            (unsigned long long)cs.retries, (unsigned long long)cs.redirections,
+            (unsigned long long)cs.failovers, (unsigned long long)cs.wait_failures);
+    for (size_t i = 0; i < n; i++)
+        dprintf(fd, "    %-21s %s %llu pages (%s), %llu reads, %llu writes, %llu retries\n",
+                nodes[i].addr, nodes[i].primary ? "primary" : "replica",
+                (unsigned long long)nodes[i].pages, m_size_format(nodes[i].bytes, b1, sizeof b1),
+                (unsigned long long)nodes[i].reads, (unsigned long long)nodes[i].writes,
+                (unsigned long long)nodes[i].retries);
 }

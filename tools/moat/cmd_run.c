@@ -53,7 +53,10 @@ static void run_usage(FILE *f)
             "                       64MiB, 1.5G\n"
             "  --low PCT            reclaim runs down to PCT%% of the budget (default 80)\n"
             "  --high PCT           reclaim starts above PCT%% of the budget (default 90)\n"
-            "  --store URI          where evicted pages go: file:PATH, redis://HOST:PORT\n"
+            "  --store URI          where evicted pages go: file:PATH, redis://HOST:PORT,\n"
+            "                       redis+cluster://HOST:PORT[,HOST:PORT...]\n"
+            "  --store-replicas N   a Redis Cluster store: every eviction is acknowledged by N\n"
+            "                       replicas (WAIT) before the page is dropped\n"
             "                       (default: an unlinked file in $TMPDIR)\n"
             "  --stats-json FILE    write every statistic at exit as JSON\n"
             "  --trace FILE         sample the statistics into a CSV time series\n"
@@ -159,6 +162,7 @@ int moat_cmd_run(int argc, char **argv)
     const char *store = NULL, *json_path = NULL, *trace_path = NULL;
     bool quiet = false, budget_given = false, epc_given = false, platform_given = false;
     bool edmm_given = false;
+    int replicas = -1;
     struct m_run_config rcfg = {
         .opts = {M_CONFIG_COMPAT_GUIDE, M_CONFIG_EDMM_FROM_FILE, M_CONFIG_SGX_HW}};
     const char *envb = getenv("MOAT_BUDGET");
@@ -170,6 +174,7 @@ int moat_cmd_run(int argc, char **argv)
                                              {"low", required_argument, NULL, 'l'},
                                              {"high", required_argument, NULL, 'H'},
                                              {"store", required_argument, NULL, 's'},
+                                             {"store-replicas", required_argument, NULL, 'R'},
                                              {"stats-json", required_argument, NULL, 'j'},
                                              {"trace", required_argument, NULL, 't'},
                                              {"trace-interval", required_argument, NULL, 'i'},
@@ -241,6 +246,18 @@ int moat_cmd_run(int argc, char **argv)
         case 's':
             store = optarg;
             break;
+        case 'R': {
+            errno = 0;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (errno || end == optarg || *end || v > 16) {
+                fprintf(stderr,
+                        "moat run: --store-replicas '%s' must be a whole number from 0 to 16\n",
+                        optarg);
+                return MOAT_EXIT_USAGE;
+            }
+            replicas = (int)v;
+            break;
+        }
         case 'j':
             json_path = optarg;
             break;
@@ -315,6 +332,8 @@ int moat_cmd_run(int argc, char **argv)
         run_setenv_num("MOAT_HIGH", high);
     if (store)
         setenv("MOAT_STORE", store, 1);
+    if (replicas >= 0)
+        run_setenv_num("MOAT_STORE_REPLICAS", (unsigned long long)replicas);
     run_setenv_num("MOAT_STATS_INTERVAL", interval_ms);
     run_setenv_num("MOAT_RUN_PID", (unsigned long long)getpid());
     if (rcfg.path && (err = m_run_config_env(&rcfg)) != 0) {

@@ -182,6 +182,12 @@ void m_run_summary(FILE *f, const struct m_stats_block *b, int sig)
                 "moat: %s pinned at exit (allocator metadata); %" PRIu64
                 " evicted pages read back for fork children\n",
                 mib(s->resident_unreclaimable, b1, sizeof b1), s->fork_loaded_pages);
+    if (s->store_round_trips)
+        fprintf(f,
+                "moat: cluster store: %" PRIu64 " nodes, %" PRIu64 " round trips, %" PRIu64
+                " retries, %" PRIu64 " redirections, %" PRIu64 " failovers\n",
+                s->store_nodes, s->store_round_trips, s->store_retries, s->store_redirections,
+                s->store_failovers);
     if (s->store_errors || s->integrity_failures || s->faults_fatal)
         fprintf(f,
                 "moat: %" PRIu64 " store errors, %" PRIu64 " integrity failures, %" PRIu64
@@ -228,6 +234,11 @@ void m_run_json(FILE *f, const struct m_stats_block *b, int status)
     J(integrity_failures);
     J(fault_ns);
     J(fork_loaded_pages);
+    J(store_nodes);
+    J(store_round_trips);
+    J(store_retries);
+    J(store_redirections);
+    J(store_failovers);
 #undef J
 #define A(field) fprintf(f, "  \"" #field "\": %" PRIu64 ",\n", b->field)
     A(threads_live);
