@@ -259,7 +259,7 @@ static void engine_atexit(void)
  * So that a child sees evicted pages too, the parent first reads them back
  * (engine_fork_prepare, before the allocator's own fork handler takes its
  * locks) when there are no more than MOAT_FORK_LOAD bytes of them (default:
- * the budget, at least 64 MiB).  They are held above the budget for the
+ * the budget).  They are held above the budget for the
  * instant of the fork, accounted as a temporary extension of it (reported as
  * fork_loaded_pages), and evicted again by the reclaimer afterwards.  A page evicted anyway (by
  * a race with another thread, or because there were more) is only
@@ -366,11 +366,8 @@ int moat_init(const struct moat_options *opts)
         m_engine.batch_pages = o.batch_pages;
         m_engine.fault_threads = o.fault_threads;
         m_engine.fault_ahead = o.fault_ahead;
-        /* default: the budget, and at least 64 MiB, so that the small
-         * heaps of shells (which fork for every $(...)) always follow */
-        size_t fl = fork_load_bytes;
-        if (fl == SIZE_MAX)
-            fl = o.budget > ((size_t)64 << 20) ? o.budget : ((size_t)64 << 20);
+        /* default: the budget (a fork never holds more than twice it) */
+        size_t fl = fork_load_bytes == SIZE_MAX ? o.budget : fork_load_bytes;
         m_engine.fork_load_pages = fl / M_PAGE_SIZE;
         err = m_region_init();
     }
