@@ -143,6 +143,16 @@ static void test_on_demand_first_touch(void **state)
     assert_int_equal(MT_STAT(committed_pages) - c0, 64);
     assert_true(MT_STAT(faults_commit) - f0 >= 64 / 16);
     assert_true(MT_STAT(faults_commit) - f0 < 64);
+    /* a first touch next to resident pages, but where no stream of faults
+     * ended, is random (a probed hash table): it commits that page alone */
+    assert_int_equal(moat_uncommit(p + 40 * PG, 24 * PG), 0);
+    uint64_t c1 = MT_STAT(committed_pages);
+    p[50 * PG] = 1;
+    assert_int_equal(MT_STAT(committed_pages) - c1, 1);
+    p[40 * PG] = 1; /* page 39 is resident: still not a stream */
+    assert_int_equal(MT_STAT(committed_pages) - c1, 2);
+    p[41 * PG] = 1; /* the page after the last fault: a stream, read ahead */
+    assert_true(MT_STAT(committed_pages) - c1 > 3);
     /* uncommit: contents are gone, the next touch commits a zero page */
     assert_int_equal(moat_uncommit(p, 64 * PG), 0);
     assert_int_equal(moat_uncommit(p, 64 * PG), 0); /* already uncommitted: fine */

@@ -216,26 +216,59 @@ static void fault_budget_exhausted(pid_t tid, uintptr_t addr)
  * Resolving more than one page per fault
  * --------------------------------------
  * A fault round trip costs 10-65 us; installing a page costs 1-2 us.  So
- * when a fault looks sequential (the page before it is resident, or it is
- * the first page of its area), the handler also installs the pages after it
- * that are in the same state: up to fault_ahead (default 16) zero pages in
- * one UFFDIO_COPY for first touches, as many sealed pages read in one store
- * submission for page-ins.  fault_ahead = 1 restores Intel EMM's exact
- * one-page commit per fault.  Pages installed ahead count as committed
- * and resident like any other; pages loaded ahead are installed clean
- * (write-protected) so reclaim can drop them for free if they go unused.
+ * when a fault continues a sequential stream, the handler also installs the
+ * pages after it that are in the same state: up to fault_ahead (default 16)
+ * zero pages in one UFFDIO_COPY for first touches, as many sealed pages read
+ * in one store submission for page-ins.  fault_ahead = 1 restores Intel
+ * EMM's exact one-page commit per fault.  Pages installed ahead count as
+ * committed and resident like any other; pages loaded ahead are installed
+ * clean (write-protected) so reclaim can drop them for free if they go
+ * unused.
+ *
+ * What counts as a stream: a fault exactly where an earlier fault's run
+ * ended (the page after the last one it installed).  So the first fault of
+ * a stream installs one page, the second (at the next page) starts reading
+ * ahead, and each later one lands on the end of the previous run.  An older
+ * rule, "the page before is resident", took random first touches next to
+ * resident pages for streams: in xz's randomly probed 64 MiB hash table it
+ * committed 16 untouched pages per probe, which were then sealed and
+ * written out, 26 times the kernel's swap traffic (docs/bench.md).
+ * Streams are kept in a small table of expected next pages, one per
+ * recent stream, so a few threads sweeping at once each keep theirs; the
+ * table is a hint read and written without locks (a lost update costs one
+ * fault-ahead, never correctness).
  */
-#define FAULT_AHEAD M_FAULT_AHEAD_MAX /* the most; m_engine.fault_ahead is the setting */
+#define FAULT_AHEAD   M_FAULT_AHEAD_MAX /* the most; m_engine.fault_ahead is the setting */
+#define FAULT_STREAMS 16
 
 static _Alignas(4096) const uint8_t fault_zero_run[FAULT_AHEAD * 4096];
+static _Atomic size_t fault_stream_next[FAULT_STREAMS];
+static _Atomic unsigned fault_stream_victim;
 
-/* fault_sequential - does a fault at index continue a sequential run? */
-static bool fault_sequential(size_t index, const struct m_region_info *r)
+/* fault_stream_slot - the stream whose next expected page is index, or -1. */
+static int fault_stream_slot(size_t index)
 {
-    if (!r || m_engine_addr(index) == r->start)
-        return true;
-    unsigned st = m_page_state(atomic_load(&m_engine_page(index - 1)->flags));
-    return st == M_PS_RESIDENT || st == M_PS_LOADING;
+    for (int i = 0; i < FAULT_STREAMS; i++)
+        if (atomic_load_explicit(&fault_stream_next[i], memory_order_relaxed) == index)
+            return i;
+    return -1;
+}
+
+/* fault_sequential - does a fault at index continue a stream? */
+static bool fault_sequential(size_t index)
+{
+    return index != 0 && fault_stream_slot(index) >= 0;
+}
+
+/* fault_stream_note - a fault at index installed n pages: the stream (old,
+ * or a new one replacing the oldest) now expects index + n. */
+static void fault_stream_note(size_t index, size_t n)
+{
+    int i = fault_stream_slot(index);
+    if (i < 0)
+        i = (int)(atomic_fetch_add_explicit(&fault_stream_victim, 1, memory_order_relaxed) %
+                  FAULT_STREAMS);
+    atomic_store_explicit(&fault_stream_next[i], index + n, memory_order_relaxed);
 }
 
 /* fault_ahead_limit - how many pages from index a batch may cover. */
@@ -253,7 +286,7 @@ static size_t fault_ahead_limit(size_t index, const struct m_region_info *r, siz
 static int fault_zero_fill(size_t index, bool pin, const struct m_region_info *r)
 {
     size_t limit =
-        (r && fault_sequential(index, r)) ? fault_ahead_limit(index, r, m_engine.fault_ahead) : 1;
+        (r && fault_sequential(index)) ? fault_ahead_limit(index, r, m_engine.fault_ahead) : 1;
     bool commit_ahead = r && (r->flags & MOAT_COMMIT_ON_DEMAND) && !r->handler;
     uint32_t fl[FAULT_AHEAD], orig[FAULT_AHEAD];
     size_t n = 0, ncommitted = 0;
@@ -333,6 +366,8 @@ static int fault_zero_fill(size_t index, bool pin, const struct m_region_info *r
     }
     if (n > done)
         m_budget_uncharge(n - done);
+    if (r && done)
+        fault_stream_note(index, done);
     return done ? 0 : EIO;
 }
 
@@ -388,7 +423,7 @@ static int fault_load(size_t index, bool write, bool pin, const struct m_region_
     if (!io)
         return EIO;
     size_t limit =
-        (r && fault_sequential(index, r)) ? fault_ahead_limit(index, r, m_engine.fault_ahead) : 1;
+        (r && fault_sequential(index)) ? fault_ahead_limit(index, r, m_engine.fault_ahead) : 1;
     if (limit > io->nrecords)
         limit = io->nrecords;
     uint64_t region_id = r ? r->id : 0;
@@ -505,6 +540,8 @@ static int fault_load(size_t index, bool write, bool pin, const struct m_region_
         }
     }
     memset(io->plain, 0, M_PAGE_SIZE);
+    if (r && !first_err)
+        fault_stream_note(index, n);
     return first_err;
 }
 
