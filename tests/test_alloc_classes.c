@@ -16,10 +16,13 @@
 static void test_class_of_every_size(void **state)
 {
     (void)state;
+    m_alloc_classes_init();
     unsigned prev = 0;
     for (size_t n = 0; n <= M_ALLOC_SMALL_MAX; n++) {
         unsigned c = m_alloc_size_class(n);
         assert_true(c < M_ALLOC_NCLASSES);
+        /* malloc's table lookup agrees with the arithmetic */
+        assert_int_equal(c, m_alloc_size_class_calc(n));
         size_t size = m_alloc_class_size[c];
         /* the class holds n, and is the smallest that does */
         assert_true(size >= n);
@@ -68,6 +71,21 @@ static void test_reciprocal_division(void **state)
 /* free's block-start test (alloc_int.h): divisibility by one multiply and
  * the bound of the slab's blocks, against plain arithmetic, for every class
  * and every offset a slab can have. */
+/* Transfer slots hold at most 1/2048 of a capped heap a class, in
+ * [32 KiB, 512 KiB] (an enclave's 64 MiB heap: 32 KiB), 512 KiB uncapped. */
+static void test_transfer_bytes(void **state)
+{
+    (void)state;
+    assert_int_equal(m_alloc_xfer_bytes(0), 512u << 10);
+    assert_int_equal(m_alloc_xfer_bytes(16u << 20), 32u << 10);
+    assert_int_equal(m_alloc_xfer_bytes(64u << 20), 32u << 10);
+    assert_int_equal(m_alloc_xfer_bytes(256u << 20), 128u << 10);
+    assert_int_equal(m_alloc_xfer_bytes((size_t)4 << 30), 512u << 10);
+    /* all classes full stay under 4% of the cap */
+    assert_true((uint64_t)m_alloc_xfer_bytes(256u << 20) * M_ALLOC_NCLASSES * 100 <
+                (uint64_t)4 * (256u << 20));
+}
+
 static void test_block_start_check(void **state)
 {
     (void)state;
@@ -149,6 +167,7 @@ int main(void)
         cmocka_unit_test(test_class_sizes_strictly_increase),
         cmocka_unit_test(test_reciprocal_division),
         cmocka_unit_test(test_block_start_check),
+        cmocka_unit_test(test_transfer_bytes),
         cmocka_unit_test(test_slab_geometry),
         cmocka_unit_test(test_link_encoding),
     };

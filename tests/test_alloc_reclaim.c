@@ -80,6 +80,14 @@ static void test_reclaim_races_wakeups(void **state)
     }
     struct moat_heap_config cfg = {.source = MOAT_HEAP_SOURCE_MMAP};
     assert_int_equal(moat_heap_new(&cfg, &heap), 0);
+    /* The purger starts for free pages only.  The rounds below need not
+     * free any: what a cache overflows with is parked in the transfer
+     * slots, where the next rounds' refills take it.  Free 4 MiB of pages
+     * first, so that it runs (then cache overflows ask it to look). */
+    void *big = moat_heap_malloc(heap, 4u << 20);
+    assert_non_null(big);
+    memset(big, 1, 4u << 20);
+    moat_heap_free(heap, big);
     pthread_t t[THREADS];
     for (int i = 0; i < THREADS; i++)
         assert_int_equal(pthread_create(&t[i], NULL, worker, (void *)(uintptr_t)i), 0);

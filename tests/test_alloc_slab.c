@@ -185,6 +185,52 @@ static void test_idle_cache_reclaimed(void **state)
     assert_int_equal(moat_heap_destroy(t.h), 0);
 }
 
+/* What a thread holds when it exits: parked in the transfer slots of an
+ * uncapped heap (the next threads' refills take it whole: a server that
+ * starts a thread per request), drained into the slabs of a capped one (an
+ * enclave's ECall threads: the memory is back at once).  Either way nothing
+ * is live and a trim gets every page back. */
+static void *burst_and_exit(void *arg)
+{
+    moat_heap *h = arg;
+    enum { N = 3000 };
+    static _Thread_local void *p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = moat_heap_malloc(h, 16 + (size_t)(i % 8) * 16);
+        assert_non_null(p[i]);
+    }
+    for (int i = 0; i < N; i++)
+        moat_heap_free(h, p[i]);
+    return NULL;
+}
+
+static void test_thread_exit_parks_or_drains(void **state)
+{
+    (void)state;
+    for (int capped = 0; capped < 2; capped++) {
+        moat_heap *h = new_heap(capped ? 16u << 20 : 0);
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, burst_and_exit, h), 0);
+        assert_int_equal(pthread_join(t, NULL), 0);
+        struct moat_alloc_stats st = stats_of(h);
+        printf("%s heap after a thread's exit: live %llu, cached %llu, reserved %llu bytes\n",
+               capped ? "capped" : "uncapped", (unsigned long long)st.live_bytes,
+               (unsigned long long)st.cached_bytes, (unsigned long long)st.reserved_bytes);
+        assert_int_equal(st.live_bytes, 0);
+        assert_int_equal(st.threads, 0);
+        if (capped)
+            assert_int_equal(st.cached_bytes, 0);
+        else
+            assert_true(st.cached_bytes > 0);
+        moat_heap_trim(h);
+        st = stats_of(h);
+        assert_int_equal(st.cached_bytes, 0);
+        assert_int_equal(st.reserved_bytes, 0);
+        assert_int_equal(st.committed_bytes, 0);
+        assert_int_equal(moat_heap_destroy(h), 0);
+    }
+}
+
 static void test_large_objects(void **state)
 {
     (void)state;
@@ -487,6 +533,7 @@ int main(void)
         cmocka_unit_test(test_small_blocks_come_back),
         cmocka_unit_test(test_committed_falls_without_trim),
         cmocka_unit_test(test_idle_cache_reclaimed),
+        cmocka_unit_test(test_thread_exit_parks_or_drains),
         cmocka_unit_test(test_large_objects),
         cmocka_unit_test(test_huge_objects),
         cmocka_unit_test(test_cap_holds),

@@ -73,7 +73,7 @@
 #define M_ALLOC_SMALL_MAX      32768u
 #define M_ALLOC_MAX_SLAB_PAGES 16u
 #define M_ALLOC_NBUCKETS       4
-#define M_ALLOC_TRANSFER_SLOTS 8
+#define M_ALLOC_TRANSFER_SLOTS 64
 #define M_ALLOC_NFREEBINS      64
 /* Unlimited heaps grow in arenas of this much address space. */
 #define M_ALLOC_ARENA_DEFAULT ((size_t)1 << 30)
@@ -175,8 +175,13 @@ extern struct m_alloc_class_check m_alloc_class_check[M_ALLOC_NCLASSES];
 
 void m_alloc_classes_init(void);
 
-/* class of n <= 1024 by 16-byte granule (filled by m_alloc_classes_init) */
-extern uint8_t m_alloc_class_lut[65];
+/* class of n <= M_ALLOC_SMALL_MAX by 16-byte granule (filled by
+ * m_alloc_classes_init; class sizes are multiples of 16, so a granule has
+ * one class): 2 KiB, of which a program's usual sizes touch a few lines.
+ * One load for every small size: the clz path above 1 KiB cost malloc a
+ * compare and a branch more per call. */
+#define M_ALLOC_LUT_SIZE (M_ALLOC_SMALL_MAX / 16 + 1)
+extern uint8_t m_alloc_class_lut[M_ALLOC_LUT_SIZE];
 
 static inline unsigned m_alloc_size_class_calc(size_t n)
 {
@@ -186,12 +191,10 @@ static inline unsigned m_alloc_size_class_calc(size_t n)
     return 8u + (k - 7u) * 8u + (unsigned)(((n - 1) >> (k - 3u)) & 7u);
 }
 
+/* The class of n <= M_ALLOC_SMALL_MAX. */
 static inline unsigned m_alloc_size_class(size_t n)
 {
-    if (M_ALLOC_LIKELY(n <= 1024))
-        return m_alloc_class_lut[(n + 15) >> 4];
-    unsigned k = 63u - (unsigned)__builtin_clzll((unsigned long long)(n - 1));
-    return 8u + (k - 7u) * 8u + (unsigned)(((n - 1) >> (k - 3u)) & 7u);
+    return m_alloc_class_lut[(n + 15) >> 4];
 }
 
 /* ------------------------------------------------------------------------
@@ -249,8 +252,8 @@ struct m_alloc_page {
  * free's fast path reads only this (8 bytes a page), so slab updates under
  * the class lock (used counts, free lists, list links in struct
  * m_alloc_page) do not invalidate the cache lines every free reads.  kind,
- * cls and offset mirror struct m_alloc_page's and change only when a span
- * changes hands.
+ * cls and offset (in bytes here) mirror struct m_alloc_page's and change
+ * only when a span changes hands.
  */
 struct m_alloc_pmap {
     uint8_t kind;
@@ -259,8 +262,11 @@ struct m_alloc_pmap {
                     * from it (written under the class lock, read by free;
                     * both with __atomic builtins) */
     uint8_t pad;
-    uint32_t offset;
+    /* bytes back to the span's head (its page offset << M_ALLOC_PAGE_SHIFT):
+     * free adds it to the pointer's offset in its page without a shift */
+    uint32_t off_bytes;
 };
+_Static_assert(sizeof(struct m_alloc_pmap) == 8, "free computes a slab head's entry by a shift");
 
 struct m_alloc_arena {
     /* read by free's fast path */
@@ -346,6 +352,8 @@ struct m_alloc_class {
      * refill: head | count << 48 (user addresses fit in 47 bits), 0 when
      * empty.  Lock-free both ways; no walking of the blocks. */
     _Atomic uint64_t transfer[M_ALLOC_TRANSFER_SLOTS];
+    /* a refill took a chain since the last m_alloc_class_age look */
+    _Atomic uint32_t xfer_taken;
     struct m_alloc_page *partial[M_ALLOC_NBUCKETS]; /* slabs with free blocks, by fullness */
     uint64_t used;                                  /* blocks out of slabs */
     uint64_t slabs;
@@ -512,6 +520,7 @@ struct moat_heap {
     _Atomic uintptr_t span;
 
     size_t limit_pages;  /* SIZE_MAX: no cap */
+    uint32_t xfer_bytes; /* most bytes of a class parked in its transfer slots */
     size_t tcache_bytes; /* 0: adaptive */
     size_t retain_bytes; /* 0: adaptive */
     struct m_alloc_source src;
@@ -548,6 +557,21 @@ struct moat_heap {
 
     struct m_alloc_class classes[M_ALLOC_NCLASSES];
 };
+
+/*
+ * Bytes of a class its transfer slots may hold: 1/2048 of a capped heap
+ * (all 72 classes full: 3.5% of the cap; 32 KiB a class in a 64 MiB
+ * heap), 512 KiB in an uncapped one.  Producer/consumer bursts need the
+ * room: with 32 KiB, half of the blocks of alloc_speed prodcons went back
+ * through their slabs (drain, then refill: 30% of its time); with 512 KiB,
+ * 1 in 12.  The chains of a class nobody takes from are still drained
+ * within three decay periods (m_alloc_class_age), and by the purger.
+ */
+static inline uint32_t m_alloc_xfer_bytes(size_t limit)
+{
+    size_t b = limit ? limit / 2048 : (512u << 10);
+    return b < (32u << 10) ? 32u << 10 : b > (512u << 10) ? 512u << 10 : (uint32_t)b;
+}
 
 /* The arena whose descriptor array holds pg: normal arenas keep their
  * descriptors in their own chunk; a heap has at most one odd arena. */
@@ -816,6 +840,14 @@ static inline void *m_alloc_heap_malloc(struct moat_heap *h, size_t n)
     return m_alloc_malloc_slow_leave(h, n);
 }
 
+/* The entry of the head of pm's span: entries are 8 bytes, so the page
+ * offset times 8 is off_bytes >> 9 (one shift). */
+static inline struct m_alloc_pmap *m_alloc_pmap_head(const struct m_alloc_pmap *pm,
+                                                     uint32_t off_bytes)
+{
+    return (struct m_alloc_pmap *)((uintptr_t)pm - (off_bytes >> (M_ALLOC_PAGE_SHIFT - 3)));
+}
+
 /* Check that a (in page pg of a slab of arena ar) is the start of a block
  * (else moat did not hand it out: an interior or made-up pointer); then
  * push it onto this thread's cache after checking its free tag (else a
@@ -826,8 +858,8 @@ static inline void m_alloc_slab_free(const struct m_alloc_arena *ar, const struc
                                      uintptr_t a)
 {
     unsigned c = pm->cls;
-    uint32_t pgoff = pm->offset;
-    uint32_t off = (uint32_t)(a & (M_ALLOC_PAGE - 1)) + (pgoff << M_ALLOC_PAGE_SHIFT);
+    uint32_t offb = pm->off_bytes;
+    uint32_t off = (uint32_t)(a & (M_ALLOC_PAGE - 1)) + offb;
     const struct m_alloc_class_check *ck = &m_alloc_class_check[c];
     if (M_ALLOC_UNLIKELY(off * ck->magic >= ck->magic || off >= ck->used_bytes))
         m_alloc_die("free(): invalid pointer", (void *)a, "not the start of a block");
@@ -838,7 +870,7 @@ static inline void m_alloc_slab_free(const struct m_alloc_arena *ar, const struc
         uint8_t mine = tc->tag;
         if (M_ALLOC_UNLIKELY(((uintptr_t *)a)[1] == tag))
             m_alloc_die("free(): double free", (void *)a, "the block is already free");
-        struct m_alloc_pmap *head = (struct m_alloc_pmap *)(pm - pgoff);
+        struct m_alloc_pmap *head = m_alloc_pmap_head(pm, offb);
         /* one branch (`|`, not `||`): the class test alone is random in a
          * mixed workload, the combined test is not */
         if (M_ALLOC_LIKELY((__atomic_load_n(&head->owner, __ATOMIC_RELAXED) == mine) |
@@ -857,8 +889,8 @@ static inline void m_alloc_slab_free_leave(const struct m_alloc_arena *ar,
                                            const struct m_alloc_pmap *pm, uintptr_t a)
 {
     unsigned c = pm->cls;
-    uint32_t pgoff = pm->offset;
-    uint32_t off = (uint32_t)(a & (M_ALLOC_PAGE - 1)) + (pgoff << M_ALLOC_PAGE_SHIFT);
+    uint32_t offb = pm->off_bytes;
+    uint32_t off = (uint32_t)(a & (M_ALLOC_PAGE - 1)) + offb;
     /* one load for both fields: it spares free's fast path a register
      * (and with it a push and a pop) */
     struct m_alloc_class_check ck = m_alloc_class_check[c];
@@ -874,7 +906,7 @@ static inline void m_alloc_slab_free_leave(const struct m_alloc_arena *ar,
     uintptr_t tag = m_alloc_tag(tc->key, a);
     if (M_ALLOC_UNLIKELY(w[1] == tag))
         m_alloc_die("free(): double free", (void *)a, "the block is already free");
-    struct m_alloc_pmap *head = (struct m_alloc_pmap *)(pm - pgoff);
+    struct m_alloc_pmap *head = m_alloc_pmap_head(pm, offb);
     /* one branch (`|`, not `||`): the class test alone is random in a
      * mixed workload, the combined test is not */
     if (M_ALLOC_UNLIKELY((__atomic_load_n(&head->owner, __ATOMIC_RELAXED) != tc->tag) &

@@ -42,7 +42,7 @@ _Static_assert(M_ALLOC_CLASS_SIZE(M_ALLOC_NCLASSES - 1) == M_ALLOC_SMALL_MAX,
 
 struct m_alloc_class_info m_alloc_class_info[M_ALLOC_NCLASSES];
 struct m_alloc_class_check m_alloc_class_check[M_ALLOC_NCLASSES];
-uint8_t m_alloc_class_lut[65];
+uint8_t m_alloc_class_lut[M_ALLOC_LUT_SIZE];
 
 static uint32_t clamp32(uint32_t v, uint32_t lo, uint32_t hi)
 {
@@ -51,7 +51,7 @@ static uint32_t clamp32(uint32_t v, uint32_t lo, uint32_t hi)
 
 void m_alloc_classes_init(void)
 {
-    for (unsigned i = 0; i <= 64; i++)
+    for (unsigned i = 0; i < M_ALLOC_LUT_SIZE; i++)
         m_alloc_class_lut[i] = (uint8_t)m_alloc_size_class_calc(16u * i);
     for (unsigned c = 0; c < M_ALLOC_NCLASSES; c++) {
         uint32_t size = m_alloc_class_size[c];

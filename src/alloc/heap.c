@@ -95,6 +95,7 @@ static int heap_init(struct moat_heap *h, size_t limit, size_t tcache, size_t re
     atomic_init(&h->lo, 0);
     atomic_init(&h->span, 0);
     h->limit_pages = limit ? limit / M_ALLOC_PAGE : SIZE_MAX;
+    h->xfer_bytes = m_alloc_xfer_bytes(limit);
     h->tcache_bytes = tcache;
     h->retain_bytes = retain;
     atomic_init(&h->pressure, 0);
@@ -129,6 +130,7 @@ static int heap_init(struct moat_heap *h, size_t limit, size_t tcache, size_t re
         }
         if (h->src.region && h->limit_pages > ar->npages - ar->first)
             h->limit_pages = ar->npages - ar->first;
+        h->xfer_bytes = m_alloc_xfer_bytes(h->limit_pages * M_ALLOC_PAGE);
     }
 
     pthread_mutex_lock(&g->lock);

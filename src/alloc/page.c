@@ -174,7 +174,7 @@ static void span_mark_free(struct m_alloc_arena *ar, struct m_alloc_page *head, 
 {
     struct m_alloc_pmap *pm = m_alloc_pmap_of(ar, head);
     pm->kind = M_ALLOC_PK_FREE;
-    pm->offset = 0;
+    pm->off_bytes = 0;
     pm[npages - 1].kind = M_ALLOC_PK_FREE;
     head->kind = M_ALLOC_PK_FREE;
     head->offset = 0;
@@ -235,7 +235,7 @@ void m_alloc_set_span_pages(struct m_alloc_arena *ar, struct m_alloc_page *head,
         pg->offset = (uint32_t)i;
         pm[i].kind = kind;
         pm[i].cls = cls;
-        pm[i].offset = (uint32_t)i;
+        pm[i].off_bytes = (uint32_t)(i << M_ALLOC_PAGE_SHIFT);
     }
 }
 
@@ -592,7 +592,7 @@ bool m_alloc_span_grow(struct moat_heap *h, struct m_alloc_arena *ar, struct m_a
         head[i].offset = (uint32_t)i;
         pm[i].kind = M_ALLOC_PK_LARGE;
         pm[i].cls = 0;
-        pm[i].offset = (uint32_t)i;
+        pm[i].off_bytes = (uint32_t)(i << M_ALLOC_PAGE_SHIFT);
     }
     /* pages of a dirty neighbour may hold old data */
     if (dirty)

@@ -12,16 +12,17 @@
  * chain (head and length in one word) into one of the class's transfer
  * slots with one compare-and-swap; the next refill takes a chain whole,
  * without the lock and without walking it - blocks freed by one thread flow
- * to another that allocates (at most M_ALLOC_TRANSFER_BYTES of a class wait
- * there).  Otherwise - a cache that is let go, or full slots - the chain is
- * pushed onto the class's `returned` stack and put back into its slabs
- * ("drained") by the pusher itself once a batch has piled up, if a trylock
- * gets it the class lock: the pusher freed those blocks, so they are still
- * in its cache.  A refill leaves them alone unless more than
- * M_ALLOC_TRANSIT_BATCHES batches wait.  A refill takes a slab's whole free
- * list at once when it is about the size wanted, without walking it: the
- * first touch of each block then happens in malloc, spread over time,
- * rather than all at once under the lock.
+ * to another that allocates (at most h->xfer_bytes of a class wait there,
+ * in up to 64 chains: see m_alloc_xfer_bytes).  A thread exiting from an
+ * uncapped heap parks its cache there too.  Otherwise - a cache that is
+ * flushed, or full slots - the chain is pushed onto the class's `returned`
+ * stack and put back into its slabs ("drained") by the pusher itself once
+ * a batch has piled up, if a trylock gets it the class lock: the pusher
+ * freed those blocks, so they are still in its cache.  A refill leaves
+ * them alone unless more than M_ALLOC_TRANSIT_BATCHES batches wait.  A
+ * refill takes a slab's whole free list at once when it is about the size
+ * wanted, without walking it: the first touch of each block then happens
+ * in malloc, spread over time, rather than all at once under the lock.
  *
  * A chain parked in a transfer slot that nobody takes is drained into its
  * slabs by the second decay that looks at it (m_alloc_class_age marks it
@@ -36,8 +37,6 @@
 
 /* Blocks in transit (`returned`) a refill tolerates, in batches. */
 #define M_ALLOC_TRANSIT_BATCHES 4
-/* Bytes of a class the transfer slots may hold. */
-#define M_ALLOC_TRANSFER_BYTES (32u << 10)
 /* A transfer slot: chain head (bits 0-46: user addresses), "old" mark (bit
  * 47: seen by a decay already), block count (bits 48-63). */
 #define M_XFER_OLD ((uint64_t)1 << 47)
@@ -81,6 +80,7 @@ void m_alloc_class_init(struct m_alloc_class *cl)
     atomic_init(&cl->returned_count, 0);
     for (int i = 0; i < M_ALLOC_TRANSFER_SLOTS; i++)
         atomic_init(&cl->transfer[i], 0);
+    atomic_init(&cl->xfer_taken, 0);
     memset(cl->partial, 0, sizeof cl->partial);
     cl->used = cl->slabs = cl->peak_used = cl->peak_slabs = 0;
     atomic_init(&cl->allocs_done, 0);
@@ -266,16 +266,24 @@ void m_alloc_class_drain(struct moat_heap *h, unsigned c, bool wait)
     class_unlock(h, c, 1);
 }
 
-/* Age the transfer chains of class c: a chain already marked old (it sat
- * through a whole decay period of the cache that looks, untaken) goes back
- * to its slabs; the others are marked.  So chains flow between threads as
+/* Age the transfer chains of class c: unless a refill took one of its
+ * chains since the last look, a chain already marked old (it sat through a
+ * whole decay period of the cache that looks, untaken) goes back to its
+ * slabs and the others are marked.  So chains flow between threads as
  * long as someone takes them, and a class nobody allocates any more gets
- * its blocks back within two periods. */
+ * its blocks back within three periods. */
 void m_alloc_class_age(struct moat_heap *h, unsigned c)
 {
     struct m_alloc_class *cl = &h->classes[c];
     uintptr_t old[M_ALLOC_TRANSFER_SLOTS];
     int nold = 0;
+    /* chains are being taken: the class is in use, its parked chains are
+     * what keeps it flowing (with 64 slots some sit longer than a period
+     * even so: refills take the first they find) */
+    if (atomic_load_explicit(&cl->xfer_taken, memory_order_relaxed)) {
+        atomic_store_explicit(&cl->xfer_taken, 0, memory_order_relaxed);
+        return;
+    }
     for (int i = 0; i < M_ALLOC_TRANSFER_SLOTS; i++) {
         uint64_t v = atomic_load_explicit(&cl->transfer[i], memory_order_relaxed);
         if (!v)
@@ -309,9 +317,9 @@ void m_alloc_give_back(struct moat_heap *h, unsigned c, uintptr_t first, uintptr
                        bool transfer)
 {
     struct m_alloc_class *cl = &h->classes[c];
-    /* transfer chains hold at most M_ALLOC_TRANSFER_BYTES of a class */
+    /* transfer chains hold at most h->xfer_bytes of a class */
     uint64_t nbytes = (uint64_t)n * m_alloc_class_size[c];
-    int slots = nbytes ? (int)(M_ALLOC_TRANSFER_BYTES / nbytes) : 0;
+    int slots = nbytes ? (int)(h->xfer_bytes / nbytes) : 0;
     if (slots > M_ALLOC_TRANSFER_SLOTS)
         slots = M_ALLOC_TRANSFER_SLOTS;
     if (transfer && n < (1u << 16) && slots > 0) {
@@ -352,12 +360,16 @@ uintptr_t m_alloc_refill(struct moat_heap *h, unsigned c, uint32_t want, uint8_t
     uint32_t n = 0;
     bool terminated = false;
 
-    /* A chain another cache overflowed with: no lock, no walking. */
-    for (int i = 0; i < M_ALLOC_TRANSFER_SLOTS; i++) {
+    /* A chain another cache overflowed with: no lock, no walking.  Not for
+     * a single block (an uncached allocation): the rest of the chain would
+     * have nowhere to go. */
+    for (int i = 0; want > 1 && i < M_ALLOC_TRANSFER_SLOTS; i++) {
         if (atomic_load_explicit(&cl->transfer[i], memory_order_relaxed) == 0)
             continue;
         uint64_t v = atomic_exchange_explicit(&cl->transfer[i], 0, memory_order_acquire);
         if (v) {
+            if (!atomic_load_explicit(&cl->xfer_taken, memory_order_relaxed))
+                atomic_store_explicit(&cl->xfer_taken, 1, memory_order_relaxed);
             *got = (uint32_t)(v >> 48);
             return (uintptr_t)(v & M_XFER_PTR);
         }
