@@ -9,6 +9,8 @@
  */
 #include "moat_test.h"
 
+#include <stdbool.h>
+
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -192,11 +194,13 @@ static void *pressure(void *p)
     return NULL;
 }
 
-static void test_write_race(void **state)
+static void run_write_race(bool sample)
 {
-    (void)state;
     size_t budget_pages = 32;
+    if (sample)
+        setenv("MOAT_RECLAIM_SAMPLE", "1", 1);
     assert_int_equal(mt_start_opts(budget_pages * PG, NULL, NULL), 0);
+    unsetenv("MOAT_RECLAIM_SAMPLE");
     uint64_t *mem;
     uint8_t *other;
     assert_int_equal(
@@ -229,10 +233,10 @@ static void test_write_race(void **state)
                 lost++;
     struct moat_stats s;
     assert_int_equal(moat_stats(&s), 0);
-    printf("write race: %d writers x %lu writes on %d pages, budget %zu pages: %lu lost, "
+    printf("write race%s: %d writers x %lu writes on %d pages, budget %zu pages: %lu lost, "
            "%llu write-protect faults, %llu evictions written, %llu page-ins\n",
-           RACE_WRITERS, RACE_ITERS, RACE_PAGES, budget_pages, lost,
-           (unsigned long long)s.faults_wp, (unsigned long long)s.evictions_written,
+           sample ? " (write sampling)" : "", RACE_WRITERS, RACE_ITERS, RACE_PAGES, budget_pages,
+           lost, (unsigned long long)s.faults_wp, (unsigned long long)s.evictions_written,
            (unsigned long long)s.faults_pagein);
     assert_int_equal(lost, 0);
     assert_true(s.evictions_written > 100);
@@ -240,10 +244,25 @@ static void test_write_race(void **state)
     moat_shutdown();
 }
 
+static void test_write_race(void **state)
+{
+    (void)state;
+    run_write_race(false);
+}
+
+/* MOAT_RECLAIM_SAMPLE=1: reclaim write-protects dirty pages a lap before
+ * they are chosen, and the writers' faults on them race the evictor too. */
+static void test_write_race_sampled(void **state)
+{
+    (void)state;
+    run_write_race(true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_race),
+        cmocka_unit_test(test_write_race_sampled),
         cmocka_unit_test(test_integrity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -12,6 +12,10 @@
  * write fault) gets a second chance at the tail, any other page is evicted.
  * bench/lru_sim.c measures this against exact LRU and Belady's optimum on the
  * same traces; docs/lru.md has the numbers and why it is good enough.
+ * With MOAT_RECLAIM_SAMPLE=1 a dirty writable page that reaches the hand is
+ * first write-protected and given one more lap (M_PF_SAMPLED), so a write
+ * meanwhile marks it referenced; off by default (docs/lru.md, "Write
+ * sampling", has the numbers for and against).
  *
  * The list holds 32-bit page indices in a growable ring under one mutex,
  * held only to push or pop (never across a page lock wait, I/O or sealing).
@@ -272,13 +276,16 @@ static void run_zap(uintptr_t addr, size_t nbytes)
     madvise((void *)addr, nbytes, MADV_DONTNEED);
 }
 
+static _Atomic bool reclaim_sample; /* MOAT_RECLAIM_SAMPLE=1 turns it on */
+
 /* evict_select - step 1: pick up to `want` victims from the list head and
  * mark them EVICTING.  Returns how many, sorted by page index. */
 static size_t evict_select(size_t want, struct victim *v)
 {
     uint32_t cand[64];
     size_t nv = 0;
-    size_t scan = rlist_length() + 64; /* one lap at most */
+    /* two laps at most: the first may only sample */
+    size_t scan = 2 * rlist_length() + 64;
     /* Held while victims are chosen and never after: once this thread owns
      * EVICTING pages it must not wait for the table lock (dealloc holds it
      * while it waits for those pages). */
@@ -308,13 +315,28 @@ static size_t evict_select(size_t want, struct victim *v)
             if ((f & M_PF_REF) || !(prot & MOAT_PROT_READ)) {
                 /* second chance; unreadable pages wait for their
                  * permissions to come back */
-                f &= ~M_PF_REF;
+                f &= ~(M_PF_REF | M_PF_SAMPLED);
                 if (!rlist_push((uint32_t)index))
                     f &= ~M_PF_INLIST;
                 m_page_unlock(p, f);
                 continue;
             }
             bool dirty = (f & M_PF_DIRTY) || p->slot == M_SLOT_NONE;
+            if (atomic_load_explicit(&reclaim_sample, memory_order_relaxed) && dirty &&
+                (prot & MOAT_PROT_WRITE) && !(f & (M_PF_WP | M_PF_SAMPLED))) {
+                /* A writable dirty page never faults, so nothing says
+                 * whether it is in use: protect it and give it one more
+                 * lap.  A write before it comes round again sets REF (in
+                 * fault_wp) and keeps it; the protection also saves the
+                 * eviction its own. */
+                f |= M_PF_SAMPLED;
+                if (uffd_wp(m_engine_addr(index), M_PAGE_SIZE, true) == 0)
+                    f |= M_PF_WP;
+                if (!rlist_push((uint32_t)index))
+                    f &= ~M_PF_INLIST;
+                m_page_unlock(p, f);
+                continue;
+            }
             struct m_region_info r;
             v[nv] = (struct victim){
                 .region_id = m_region_find_locked(m_engine_addr(index), &r) == 0 ? r.id : 0,
@@ -363,7 +385,7 @@ static bool evict_finish(struct victim *v, int err)
             p->slot = v->slot;
             p->version = v->version;
         }
-        f = m_page_set_state(f & ~(M_PF_DIRTY | M_PF_WP | M_PF_REF), M_PS_EVICTED);
+        f = m_page_set_state(f & ~(M_PF_DIRTY | M_PF_WP | M_PF_REF | M_PF_SAMPLED), M_PS_EVICTED);
         m_page_unlock(p, f);
         m_budget_uncharge(1);
         m_counter_add(&m_engine.c.evicted, 1);
@@ -547,6 +569,8 @@ int m_budget_init(void)
         return 0;
     reclaimer.stop = false;
     reclaimer.kicked = false;
+    const char *rs = getenv("MOAT_RECLAIM_SAMPLE");
+    atomic_store(&reclaim_sample, rs && strcmp(rs, "1") == 0);
     int err = pthread_create(&reclaimer.thread, NULL, reclaimer_main, NULL);
     if (err)
         return err;

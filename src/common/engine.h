@@ -60,7 +60,8 @@ enum m_page_state {
 #define M_PF_WAITER     (1u << 9)  /* a writer waits on this page's eviction */
 #define M_PF_BAD        (1u << 10) /* sealed copy failed verification: SIGBUS on access */
 #define M_PF_TCS        (1u << 11)
-#define M_PF_PROT_SHIFT 12 /* 3 bits: MOAT_PROT_* of a committed page */
+#define M_PF_SAMPLED    (1u << 15) /* write-protected by reclaim to see if it is written */
+#define M_PF_PROT_SHIFT 12         /* 3 bits: MOAT_PROT_* of a committed page */
 #define M_PF_PROT_MASK  (0x7u << M_PF_PROT_SHIFT)
 
 struct m_page {

@@ -271,6 +271,17 @@ static void fault_stream_note(size_t index, size_t n)
     atomic_store_explicit(&fault_stream_next[i], index + n, memory_order_relaxed);
 }
 
+void m_fault_streams_forget(size_t first, size_t end)
+{
+    /* a stream that expected the range's first page is over too: that page
+     * is a fresh one now */
+    for (int i = 0; i < FAULT_STREAMS; i++) {
+        size_t next = atomic_load_explicit(&fault_stream_next[i], memory_order_relaxed);
+        if (next >= first && next <= end)
+            atomic_store_explicit(&fault_stream_next[i], 0, memory_order_relaxed);
+    }
+}
+
 /* fault_ahead_limit - how many pages from index a batch may cover. */
 static size_t fault_ahead_limit(size_t index, const struct m_region_info *r, size_t want)
 {
@@ -334,8 +345,10 @@ static int fault_zero_fill(size_t index, bool pin, const struct m_region_info *r
     if (ncommitted)
         m_counter_level(&m_engine.c.committed, &m_engine.c.peak_committed, ncommitted);
     /* counted before the copy: UFFDIO_COPY wakes the faulting thread, which
-     * may read the statistics at once */
+     * may read the statistics, or take its next fault, at once */
     m_counter_add(&m_engine.c.faults_commit, 1);
+    if (r)
+        fault_stream_note(index, n);
     struct uffdio_copy c = {
         .dst = m_engine_addr(index), .src = (uintptr_t)fault_zero_run, .len = n * M_PAGE_SIZE};
     while (ioctl(m_engine.uffd, UFFDIO_COPY, &c) != 0 && errno == EAGAIN)
@@ -366,8 +379,6 @@ static int fault_zero_fill(size_t index, bool pin, const struct m_region_info *r
     }
     if (n > done)
         m_budget_uncharge(n - done);
-    if (r && done)
-        fault_stream_note(index, done);
     return done ? 0 : EIO;
 }
 
@@ -465,6 +476,9 @@ static int fault_load(size_t index, bool write, bool pin, const struct m_region_
                                      .buf = io->records + k * M_IO_STRIDE};
         iop[k] = &ios[k];
     }
+    /* noted before the first install wakes the faulting thread */
+    if (r)
+        fault_stream_note(index, n);
     int err = m_store_rw(io->queue, iop, n);
     int first_err = 0;
     for (size_t k = 0; k < n; k++) {
@@ -540,8 +554,6 @@ static int fault_load(size_t index, bool write, bool pin, const struct m_region_
         }
     }
     memset(io->plain, 0, M_PAGE_SIZE);
-    if (r && !first_err)
-        fault_stream_note(index, n);
     return first_err;
 }
 
@@ -870,6 +882,7 @@ int m_fault_start(unsigned nthreads)
     if (fs.stop_fd < 0)
         return errno;
     fs.nthreads = 0;
+    m_fault_streams_forget(0, SIZE_MAX); /* an earlier engine's streams */
     for (unsigned i = 0; i < nthreads; i++) {
         int err = pthread_create(&fs.threads[i], NULL, fault_thread, NULL);
         if (err) {

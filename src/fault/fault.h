@@ -31,6 +31,10 @@ void m_fault_stop(void);
  * ENOMEM budget exhausted; EBADMSG/ESTALE/EIO its sealed copy is unusable. */
 int m_fault_install(size_t index, bool pin);
 
+/* m_fault_streams_forget - pages [first, end) were uncommitted or freed: a
+ * stream of faults expected there is over (fault-ahead, fault.c). */
+void m_fault_streams_forget(size_t first, size_t end);
+
 /* m_fault_copy_in - commit_data: install `src` (one page) into an uncommitted
  * page with UFFDIO_COPY and mark it resident and dirty.  The caller charged
  * the budget and holds the page lock; returns 0 or an errno. */

@@ -45,6 +45,9 @@ static struct {
     size_t n, cap;
     uint64_t next_id;
     _Atomic uintptr_t high; /* highest end ever allocated (fork scans below it) */
+    /* [init_start, init_end): committed at start (m_region_commit_init),
+     * pages that stay committed through uncommit and dealloc; 0 if none. */
+    _Atomic uintptr_t init_start, init_end;
 } rt = {.lock = PTHREAD_RWLOCK_INITIALIZER};
 
 /* ------------------------------------------------------------------------
@@ -188,9 +191,13 @@ int m_region_init(void)
 void m_region_shutdown(void)
 {
     pthread_rwlock_wrlock(&rt.lock);
+    atomic_store(&rt.init_start, 0);
+    atomic_store(&rt.init_end, 0);
     free(rt.tab);
     rt.tab = NULL;
     rt.n = rt.cap = 0;
+    /* the next engine's range lies elsewhere: fork's scans start afresh */
+    atomic_store(&rt.high, 0);
     pthread_rwlock_unlock(&rt.lock);
 }
 
@@ -223,12 +230,22 @@ static int os_protect(uintptr_t start, uintptr_t end, int prot)
     return 0;
 }
 
+/* in_init - addr is in the committed-at-start part of the ELRANGE. */
+static inline bool in_init(uintptr_t addr)
+{
+    return addr < atomic_load_explicit(&rt.init_end, memory_order_relaxed) &&
+           addr >= atomic_load_explicit(&rt.init_start, memory_order_relaxed);
+}
+
 /* page_release - make a page UNCOMMITTED, settling its accounting and its
  * store slot.  Pages in flight are waited for.  The frame itself is dropped
- * by the caller's madvise over the whole range. */
+ * by the caller's madvise over the whole range.  A committed-at-start page
+ * becomes UNTOUCHED instead: it stays committed (and counted), and reads as
+ * zeros at its next touch. */
 static void page_release(size_t index)
 {
     struct m_page *p = m_engine_page(index);
+    bool keep = in_init(m_engine_addr(index));
     for (;;) {
         uint32_t f = m_page_lock(p);
         unsigned st = m_page_state(f);
@@ -237,8 +254,10 @@ static void page_release(size_t index)
             usleep(20);
             continue;
         }
-        if (st != M_PS_UNCOMMITTED)
+        if (st != M_PS_UNCOMMITTED && !keep)
             m_counter_sub(&m_engine.c.committed, 1);
+        if (st == M_PS_UNCOMMITTED && keep)
+            m_counter_level(&m_engine.c.committed, &m_engine.c.peak_committed, 1);
         if (st == M_PS_RESIDENT) {
             m_budget_uncharge(1);
             if (f & M_PF_PINNED)
@@ -251,7 +270,10 @@ static void page_release(size_t index)
             p->slot = M_SLOT_NONE;
         }
         /* version is kept: it only ever grows (anti-replay) */
-        m_page_unlock(p, f & M_PF_INLIST);
+        uint32_t nf = f & M_PF_INLIST;
+        if (keep)
+            nf |= M_PS_UNTOUCHED | (uint32_t)MOAT_PROT_READ_WRITE << M_PF_PROT_SHIFT;
+        m_page_unlock(p, nf);
         return;
     }
 }
@@ -263,6 +285,7 @@ static void range_release(uintptr_t start, uintptr_t end)
 {
     for (uintptr_t a = start; a < end; a += M_PAGE_SIZE)
         page_release(m_engine_index(a));
+    m_fault_streams_forget(m_engine_index(start), m_engine_index(end));
     os_protect(start, end, MOAT_PROT_NONE);
     madvise((void *)start, end - start, MADV_DONTNEED);
 }
@@ -273,6 +296,21 @@ static int area_idle_prot(const struct m_region_info *r)
     if ((r->flags & MOAT_COMMIT_ON_DEMAND) && !r->handler)
         return r->prot;
     return MOAT_PROT_NONE;
+}
+
+/* open_init - committed-at-start pages in [start, end) of an area whose idle
+ * pages are closed are committed, hence reachable: give them the
+ * read-write permissions they carry. */
+static void open_init(uintptr_t start, uintptr_t end)
+{
+    uintptr_t is = atomic_load_explicit(&rt.init_start, memory_order_relaxed);
+    uintptr_t ie = atomic_load_explicit(&rt.init_end, memory_order_relaxed);
+    if (start < is)
+        start = is;
+    if (end > ie)
+        end = ie;
+    if (start < end)
+        os_protect(start, end, MOAT_PROT_READ_WRITE);
 }
 
 /* ------------------------------------------------------------------------
@@ -299,6 +337,48 @@ static int check_range(void *addr, size_t length, uintptr_t *start, uintptr_t *e
         for (uintptr_t s = rt.tab[i].start > (start) ? rt.tab[i].start : (start),                  \
                        e = rt.tab[i].end < (end) ? rt.tab[i].end : (end), once_ = 1;               \
              once_; once_ = 0)
+
+int m_region_commit_init(void *addr, size_t length, size_t *out_pages)
+{
+    uintptr_t start, end;
+    if (out_pages)
+        *out_pages = 0;
+    int err = check_range(addr, length, &start, &end);
+    if (err)
+        return err;
+    pthread_rwlock_wrlock(&rt.lock);
+    if (atomic_load(&rt.init_end)) {
+        err = EBUSY; /* once */
+    } else {
+        /* One word a page, no frame: a committed page costs nothing until
+         * its first touch, which charges the budget as any commit does. */
+        size_t fresh = 0;
+        uint32_t pf = M_PS_UNTOUCHED | (uint32_t)MOAT_PROT_READ_WRITE << M_PF_PROT_SHIFT;
+        for (uintptr_t a = start; a < end; a += M_PAGE_SIZE) {
+            struct m_page *p = m_engine_page(m_engine_index(a));
+            uint32_t f = m_page_lock(p);
+            if (m_page_state(f) == M_PS_UNCOMMITTED) {
+                f = (f & M_PF_INLIST) | pf;
+                fresh++;
+            }
+            m_page_unlock(p, f);
+        }
+        m_counter_level(&m_engine.c.committed, &m_engine.c.peak_committed, fresh);
+        atomic_store(&rt.init_start, start);
+        atomic_store(&rt.init_end, end);
+        for_areas(i, s, e, start, end)
+        {
+            if (!m_region_is_reserve(&rt.tab[i]) && area_idle_prot(&rt.tab[i]) == MOAT_PROT_NONE)
+                open_init(s, e);
+        }
+        if (out_pages)
+            *out_pages = fresh;
+        m_debug("region", "committed %zu pages at start in [%#lx, %#lx)", fresh,
+                (unsigned long)start, (unsigned long)end);
+    }
+    pthread_rwlock_unlock(&rt.lock);
+    return err;
+}
 
 /* ------------------------------------------------------------------------
  * The API
@@ -413,13 +493,14 @@ int moat_alloc(void *addr, size_t length, int flags, moat_fault_handler_t handle
         pf |= (uint32_t)(tcs ? MOAT_PROT_NONE : MOAT_PROT_READ_WRITE) << M_PF_PROT_SHIFT;
         if (tcs)
             pf |= M_PF_TCS;
-        size_t first = m_engine_index(at);
+        size_t first = m_engine_index(at), fresh = 0;
         for (size_t i = 0; i < npages; i++) {
             struct m_page *p = m_engine_page(first + i);
             uint32_t f = m_page_lock(p);
+            fresh += m_page_state(f) == M_PS_UNCOMMITTED; /* not committed at start */
             m_page_unlock(p, (f & M_PF_INLIST) | pf);
         }
-        m_counter_level(&m_engine.c.committed, &m_engine.c.peak_committed, npages);
+        m_counter_level(&m_engine.c.committed, &m_engine.c.peak_committed, fresh);
         os_prot = tcs ? MOAT_PROT_NONE : MOAT_PROT_READ_WRITE;
     } else {
         os_prot = area_idle_prot(&r);
@@ -427,6 +508,8 @@ int moat_alloc(void *addr, size_t length, int flags, moat_fault_handler_t handle
     err = os_protect(at, at + length, os_prot);
     if (err)
         goto out;
+    if (os_prot == MOAT_PROT_NONE && !m_region_is_reserve(&r) && !(flags & MOAT_COMMIT_NOW))
+        open_init(at, at + length);
     tab_insert(&r);
     if (at + length > atomic_load_explicit(&rt.high, memory_order_relaxed))
         atomic_store_explicit(&rt.high, at + length, memory_order_relaxed);
@@ -598,6 +681,8 @@ int moat_uncommit(void *addr, size_t length)
             range_release(s, e);
             if (idle != MOAT_PROT_NONE)
                 os_protect(s, e, idle);
+            else
+                open_init(s, e);
         }
     }
     pthread_rwlock_unlock(&rt.lock);
@@ -843,18 +928,18 @@ size_t m_region_fork_load(void)
     uintptr_t high = atomic_load_explicit(&rt.high, memory_order_relaxed);
     if (high <= m_engine.base)
         return 0;
-    size_t n = m_engine_index(high), loaded = 0;
+    /* Counted as the drop in lost pages: a load reads ahead the evicted
+     * pages after it in one store submission, so one call may install
+     * several. */
+    size_t before = m_region_fork_count();
+    size_t n = m_engine_index(high);
     for (size_t i = 0; i < n; i++) {
         uint32_t f = atomic_load_explicit(&m_engine_page(i)->flags, memory_order_relaxed);
-        if (fork_page_lost(f) && !(f & M_PF_BAD) && (m_page_prot(f) & MOAT_PROT_READ)) {
-            /* loaded from this thread, one page, no read-ahead (which
-             * would commit untouched neighbours); pages in flight are
-             * waited for */
-            if (m_fault_install(i, false) == 0)
-                loaded++;
-        }
+        if (fork_page_lost(f) && !(f & M_PF_BAD) && (m_page_prot(f) & MOAT_PROT_READ))
+            (void)m_fault_install(i, false); /* pages in flight are waited for */
     }
-    return loaded;
+    size_t after = m_region_fork_count();
+    return before > after ? before - after : 0;
 }
 
 bool m_region_fork_lost(uintptr_t addr)

@@ -29,6 +29,17 @@ struct m_region_info {
 int m_region_init(void);
 void m_region_shutdown(void);
 
+/* m_region_commit_init - commit [addr, addr+length) at start, as an
+ * enclave's initial user space is: its pages count as committed from now on
+ * (pages already committed are left alone), are zero-filled at their first
+ * touch (charged to the budget only then), and stay committed for the
+ * engine's life: uncommit and dealloc make them zero again, not uncommitted,
+ * and areas allocated over them later find them committed.  Called once, at
+ * start (libmoat_preload.so, MOAT_USER_INIT).  0; ENODEV, EINVAL (a range
+ * that is misaligned or not in the ELRANGE) or EBUSY (called before);
+ * *out_pages (may be NULL) is the number of pages newly committed. */
+int m_region_commit_init(void *addr, size_t length, size_t *out_pages);
+
 /* m_region_find - the area containing addr.  0, or ENOENT. */
 int m_region_find(uintptr_t addr, struct m_region_info *out);
 
