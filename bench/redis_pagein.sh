@@ -10,8 +10,10 @@
 #     every batch of evictions): populate time (all evictions), page-in
 #     p50/p99 per page visit and pages a second, sequential and random;
 # and prints the ratios the issue sets targets for: moat's random page-in
-# throughput / redis-benchmark's GET throughput (target >= 0.5) and moat's
-# random p50 / one GET round trip (target <= 2).
+# throughput / redis-benchmark's GET throughput (target >= 0.5), against 50
+# clients (the server's ceiling) and against 1 client (one request in
+# flight, as one faulting thread has), and moat's random p50 / one GET
+# round trip (target <= 2).
 #
 # Usage: bench/redis_pagein.sh [BUILD_DIR]    (default <repo>/build-bench)
 # Environment: SIZE=64M BUDGET=16M (redis_pagein), N=100000 (requests).
@@ -30,46 +32,16 @@ for t in redis-server redis-cli redis-benchmark; do
 done
 [ -x "$bin" ] || { echo "redis_pagein.sh: $bin is not built (ninja -C $build redis_pagein)"; exit 1; }
 
-tmp=$(mktemp -d /tmp/moat-redis-bench-XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+# Servers: tests/redis_server.sh (redis_start: a free port in $port, killed
+# at exit with their directory $redis_dir).
+. "$root/tests/redis_server.sh"
+tmp=$redis_dir
 
-# start_server [ARGS...]: a redis-server on a free port, in $port.  Ports
-# 20000-22767 keep a cluster bus port (+10000) below the ephemeral range;
-# a port that turns out to be taken is retried.
-start_server() {
-    local pid
-    for _ in $(seq 20); do
-        port=$((20000 + RANDOM % 2768))
-        mkdir -p "$tmp/$port"
-        redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
-            --dir "$tmp/$port" --logfile redis.log "$@" &
-        pid=$!
-        for _ in $(seq 200); do
-            kill -0 $pid 2>/dev/null || break
-            if redis-cli -p "$port" ping >/dev/null 2>&1; then
-                pids+=($pid)
-                return 0
-            fi
-            sleep 0.05
-        done
-        kill -9 $pid 2>/dev/null
-        wait $pid 2>/dev/null
-    done
-    echo "redis_pagein.sh: could not start redis-server (see $tmp/*/redis.log)" >&2
-    exit 1
-}
-
-start_server
+redis_start
 single=$port
 cports=()
 for _ in 1 2 3 4 5 6; do
-    start_server --cluster-enabled yes --cluster-config-file nodes.conf \
+    redis_start --cluster-enabled yes --cluster-config-file nodes.conf \
         --cluster-node-timeout 1000 --repl-diskless-sync-delay 0
     cports+=("$port")
 done
@@ -124,16 +96,16 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b <= 0) pri
 echo
 echo "## page-in over Redis: $SIZE working set, $BUDGET budget, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo
-echo "| store | populate s |  seq p50 us | seq p99 us | seq pages/s | random p50 us | random p99 us | random pages/s | random pages/s / GET rps (50 clients) | random p50 / GET p50 (1 client) |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-for row in "file|$rf||" "redis|$rs|$s50_get|$s1_p50" "cluster|$rc|$c50_get|$c1_p50" \
-    "cluster-replicas1|$rr|$c50_get|$c1_p50" "redis-4threads|$rs4|$s50_get|$s1_p50" \
-    "cluster-4threads|$rc4|$c50_get|$c1_p50"; do
-    IFS='|' read -r name r get50 p50ms <<<"$row"
+echo "| store | populate s |  seq p50 us | seq p99 us | seq pages/s | random p50 us | random p99 us | random pages/s | random pages/s / GET rps (50 clients) | random pages/s / GET rps (1 client) | random p50 / GET p50 (1 client) |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+for row in "file|$rf|||" "redis|$rs|$s50_get|$s1_get|$s1_p50" "cluster|$rc|$c50_get|$c1_get|$c1_p50" \
+    "cluster-replicas1|$rr|$c50_get|$c1_get|$c1_p50" "redis-4threads|$rs4|$s50_get|$s1_get|$s1_p50" \
+    "cluster-4threads|$rc4|$c50_get|$c1_get|$c1_p50"; do
+    IFS='|' read -r name r get50 get1 p50ms <<<"$row"
     rp=$(get "$r" random_pages_s)
     rl=$(get "$r" random_p50_us)
     gl=$(awk -v m="$p50ms" 'BEGIN { if (m != "") printf "%.1f", m * 1000 }')
-    echo "| $name | $(get "$r" populate_s) | $(get "$r" seq_p50_us) | $(get "$r" seq_p99_us) | $(get "$r" seq_pages_s) | $rl | $(get "$r" random_p99_us) | $rp | $(ratio "$rp" "$get50") | $(ratio "$rl" "$gl") |"
+    echo "| $name | $(get "$r" populate_s) | $(get "$r" seq_p50_us) | $(get "$r" seq_p99_us) | $(get "$r" seq_pages_s) | $rl | $(get "$r" random_p99_us) | $rp | $(ratio "$rp" "$get50") | $(ratio "$rp" "$get1") | $(ratio "$rl" "$gl") |"
 done
 echo
 echo "redis-benchmark GET: single $s50_get rps (50 clients), p50 $s1_p50 ms (1 client); cluster $c50_get rps, p50 $c1_p50 ms"

@@ -261,9 +261,9 @@ struct moat_stats {
 
     uint64_t fork_loaded_pages; /* evicted pages read back so fork children see them */
 
-    /* Redis Cluster stores (0 otherwise): nodes known, pipelines written,
-     * I/O retries, MOVED/ASK followed, failovers seen; per node in
-     * moat_stats_print. */
+    /* Redis stores, redis:// (one node) and redis+cluster:// (0 for the
+     * file store): nodes known, pipelines written, I/O retries, MOVED/ASK
+     * followed, failovers seen; per node in moat_stats_print. */
     uint64_t store_nodes;
     uint64_t store_round_trips;
     uint64_t store_retries;

@@ -42,29 +42,9 @@ static inline double cluster_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* A string reply of a command to port (NULL on failure); free() it. */
-static inline char *node_str(int port, const char *fmt, ...)
-{
-    redisContext *c = connect_port(port);
-    if (!c)
-        return NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
-    va_end(ap);
-    char *s = NULL;
-    if (r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
-              r->type == REDIS_REPLY_ERROR))
-        s = strdup(r->str);
-    if (r)
-        freeReplyObject(r);
-    redisFree(c);
-    return s;
-}
-
 static inline bool node_state_ok(int port)
 {
-    char *info = node_str(port, "CLUSTER INFO");
+    char *info = server_str(port, "CLUSTER INFO");
     bool ok = info && strstr(info, "cluster_state:ok");
     free(info);
     return ok;
@@ -73,7 +53,7 @@ static inline bool node_state_ok(int port)
 /* A primary, or a replica whose link to its primary is up (synced). */
 static inline bool node_synced(int port)
 {
-    char *info = node_str(port, "INFO replication");
+    char *info = server_str(port, "INFO replication");
     bool ok = info && (strstr(info, "role:master") || strstr(info, "master_link_status:up"));
     free(info);
     return ok;
@@ -108,7 +88,7 @@ static inline bool cluster_wait_healthy(double seconds)
         for (int i = 0; i < CLUSTER_NODES && all; i++) {
             if (cluster[i]->pid <= 0)
                 continue;
-            char *nodes = node_str(cluster[i]->port, "CLUSTER NODES");
+            char *nodes = server_str(cluster[i]->port, "CLUSTER NODES");
             if (!nodes || strstr(nodes, "fail"))
                 all = false;
             free(nodes);
@@ -137,7 +117,7 @@ static inline void cluster_start(void)
 
 static inline const char *node_role(int port, char *buf, size_t len)
 {
-    char *info = node_str(port, "INFO replication");
+    char *info = server_str(port, "INFO replication");
     const char *role = info && strstr(info, "role:master") ? "master" : "slave";
     snprintf(buf, len, "%s", info ? role : "down");
     free(info);
@@ -182,7 +162,7 @@ static inline int cluster_owner(unsigned hs)
 /* The node's id (CLUSTER MYID) into buf. */
 static inline void node_id(int port, char *buf, size_t len)
 {
-    char *id = node_str(port, "CLUSTER MYID");
+    char *id = server_str(port, "CLUSTER MYID");
     assert_non_null(id);
     snprintf(buf, len, "%s", id);
     free(id);
@@ -201,26 +181,7 @@ static inline void node_kill(struct server *s)
 /* Start a killed node again on its port and directory. */
 static inline void node_restart(struct server *s)
 {
-    char port[16];
-    snprintf(port, sizeof port, "%d", s->port);
-    const char *argv[40] = {"redis-server", "--port", port,           "--bind",    "127.0.0.1",
-                            "--save",       "",       "--appendonly", "no",        "--daemonize",
-                            "no",           "--dir",  s->dir,         "--logfile", "redis.log"};
-    int argc = 15;
-    for (int i = 0; cluster_args[i]; i++)
-        argv[argc++] = cluster_args[i];
-    argv[argc] = NULL;
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open("/dev/null", O_WRONLY);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execvp("redis-server", (char *const *)argv);
-        _exit(127);
-    }
+    pid_t pid = server_spawn(s->port, s->dir, cluster_args);
     s->pid = pid;
     for (int i = 0; i < 500; i++) {
         redisContext *c = connect_port(s->port);

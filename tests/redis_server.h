@@ -30,7 +30,7 @@
  * redis-server processes
  * ------------------------------------------------------------------------- */
 
-#define MAX_SERVERS 8
+#define MAX_SERVERS 16
 
 struct server {
     pid_t pid;
@@ -95,6 +95,35 @@ static inline redisContext *connect_port(int port)
     return c;
 }
 
+/* Fork and exec redis-server on 127.0.0.1:port in dir, no persistence,
+ * with extra arguments (NULL-terminated); its output goes to /dev/null, its
+ * log to dir/redis.log.  The child's pid. */
+static inline pid_t server_spawn(int port, const char *dir, const char *const *extra)
+{
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    const char *argv[40] = {
+        "redis-server", "--port", portstr,       "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no",     "--daemonize", "no",     "--dir",     dir,      "--logfile",
+        "redis.log"};
+    int argc = 15;
+    for (int i = 0; extra && extra[i] && argc < 39; i++)
+        argv[argc++] = extra[i];
+    argv[argc] = NULL;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execvp("redis-server", (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
 /* Start redis-server with extra arguments (NULL-terminated); wait until it
  * answers PING (an error reply such as NOAUTH counts: it is up). */
 static inline struct server *server_start(const char *const *extra)
@@ -107,27 +136,7 @@ static inline struct server *server_start(const char *const *extra)
         uint32_t r = 0;
         assert_int_equal(getrandom(&r, sizeof r, 0), (ssize_t)sizeof r);
         s->port = 20000 + (int)(r % 20000);
-        char port[16];
-        snprintf(port, sizeof port, "%d", s->port);
-        const char *argv[40] = {"redis-server", "--port",      port,       "--bind",
-                                "127.0.0.1",    "--save",      "",         "--appendonly",
-                                "no",           "--daemonize", "no",       "--dir",
-                                s->dir,         "--logfile",   "redis.log"};
-        int argc = 15;
-        for (int i = 0; extra && extra[i]; i++)
-            argv[argc++] = extra[i];
-        argv[argc] = NULL;
-        pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-            int fd = open("/dev/null", O_WRONLY);
-            if (fd >= 0) {
-                dup2(fd, 1);
-                dup2(fd, 2);
-            }
-            execvp("redis-server", (char *const *)argv);
-            _exit(127);
-        }
+        pid_t pid = server_spawn(s->port, s->dir, extra);
         s->pid = pid;
         for (int i = 0; i < 500; i++) {
             int st;
@@ -189,6 +198,26 @@ static inline long long server_int(int port, const char *auth, const char *fmt, 
     freeReplyObject(r);
     redisFree(c);
     return v;
+}
+
+/* A string reply of a command to port (NULL on failure); free() it. */
+static inline char *server_str(int port, const char *fmt, ...)
+{
+    redisContext *c = connect_port(port);
+    if (!c)
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    char *s = NULL;
+    if (r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
+              r->type == REDIS_REPLY_ERROR))
+        s = strdup(r->str);
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return s;
 }
 
 /* Keys on the server matching pattern (SCAN, like the store's clean-up, but

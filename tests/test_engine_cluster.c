@@ -26,58 +26,10 @@
 #include "store/cluster.h"
 
 #include "redis_cluster.h"
+#include "engine_stress.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
-
-#define PG 4096UL
-
-#ifdef MOAT_TEST_SANITIZED
-#define OPS 100000UL
-#else
-#define OPS 400000UL
-#endif
-
-#define BUDGET_PAGES 256
-#define FACTOR       8
-#define NTHREADS     2
-
-struct worker {
-    uint64_t *mem, *shadow;
-    size_t npages, id;
-    unsigned long ops, done, mismatches;
-    _Atomic bool *stop;
-};
-
-static uint64_t xorshift(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
-/* Runs at least `ops` operations, and on until *stop. */
-static void *worker_run(void *p)
-{
-    struct worker *w = p;
-    uint64_t rng = 0x9E3779B97F4A7C15ULL * (w->id + 1);
-    size_t wpp = PG / sizeof(uint64_t);
-    while (w->done < w->ops || (w->stop && !atomic_load(w->stop))) {
-        size_t pg = (xorshift(&rng) % (w->npages / NTHREADS)) * NTHREADS + w->id;
-        for (int k = 0; k < 16; k++, w->done++) {
-            size_t i = pg * wpp + xorshift(&rng) % wpp;
-            if (xorshift(&rng) & 1) {
-                uint64_t v = xorshift(&rng);
-                w->mem[i] = v;
-                w->shadow[i] = v;
-            } else if (w->mem[i] != w->shadow[i]) {
-                w->mismatches++;
-            }
-        }
-    }
-    return NULL;
-}
 
 static bool cluster_started;
 static void need_cluster(void)
@@ -139,30 +91,6 @@ static void *killer_run(void *p)
         usleep(10000);
     atomic_store(&k->stop, true);
     return NULL;
-}
-
-static unsigned long run_workers(uint64_t *mem, uint64_t *shadow, size_t npages, _Atomic bool *stop)
-{
-    struct worker w[NTHREADS];
-    pthread_t th[NTHREADS];
-    for (size_t t = 0; t < NTHREADS; t++) {
-        w[t] = (struct worker){.mem = mem,
-                               .shadow = shadow,
-                               .npages = npages,
-                               .id = t,
-                               .ops = OPS / NTHREADS,
-                               .stop = stop};
-        assert_int_equal(pthread_create(&th[t], NULL, worker_run, &w[t]), 0);
-    }
-    unsigned long mismatches = 0;
-    for (size_t t = 0; t < NTHREADS; t++) {
-        pthread_join(th[t], NULL);
-        mismatches += w[t].mismatches;
-    }
-    for (size_t i = 0; i < npages * PG / sizeof(uint64_t); i++)
-        if (mem[i] != shadow[i])
-            mismatches++;
-    return mismatches;
 }
 
 static void test_integrity_failover_replicas(void **state)
@@ -467,7 +395,7 @@ static void run_attack(int replay)
      * `moat store gc` remove them in 30 s): clear them now. */
     for (int i = 0; i < CLUSTER_NODES; i++)
         if (cluster[i]->pid > 0 && node_is_primary(cluster[i]->port))
-            free(node_str(cluster[i]->port, "FLUSHALL"));
+            free(server_str(cluster[i]->port, "FLUSHALL"));
 }
 
 static void test_tamper(void **state)

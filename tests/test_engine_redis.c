@@ -4,7 +4,9 @@
  * threads doing random reads and writes over a working set 8x the budget,
  * checked against a shadow copy (like test_stress.c's integrity test, made
  * smaller).  Every evicted page must be a key on the server while the run
- * goes on, and moat_shutdown must leave the server empty.
+ * goes on, and moat_shutdown must leave the server empty.  The same with
+ * store_replicas=1 and a replica attached to the server (REPLICAOF): every
+ * evicted page is on the replica too.
  *
  * The server is a child of this program (see redis_server.h); without
  * redis-server, or in a moat built without hiredis, the program skips
@@ -15,98 +17,48 @@
 #if __has_include(<hiredis/hiredis.h>)
 
 #include "redis_server.h"
+#include "engine_stress.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 
-#define PG 4096UL
-
-#ifdef MOAT_TEST_SANITIZED
-#define OPS 100000UL
-#else
-#define OPS 400000UL
-#endif
-
-#define BUDGET_PAGES 256
-#define FACTOR       8
-#define NTHREADS     2
-
-struct worker {
-    uint64_t *mem, *shadow;
-    size_t npages, id;
-    unsigned long ops, mismatches;
-};
-
-static uint64_t xorshift(uint64_t *s)
+/* The stress against srv with store_replicas = replicas; with a replica
+ * server, it must hold every evicted page (WAIT acknowledged them). */
+static void integrity_run(struct server *srv, unsigned replicas, struct server *replica)
 {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
-/* Pages are dealt round-robin to the threads, so each shadow page has one
- * writer; 16 operations per visited page. */
-static void *worker_run(void *p)
-{
-    struct worker *w = p;
-    uint64_t rng = 0x9E3779B97F4A7C15ULL * (w->id + 1);
-    size_t wpp = PG / sizeof(uint64_t);
-    for (unsigned long done = 0; done < w->ops;) {
-        size_t pg = (xorshift(&rng) % (w->npages / NTHREADS)) * NTHREADS + w->id;
-        for (int k = 0; k < 16; k++, done++) {
-            size_t i = pg * wpp + xorshift(&rng) % wpp;
-            if (xorshift(&rng) & 1) {
-                uint64_t v = xorshift(&rng);
-                w->mem[i] = v;
-                w->shadow[i] = v;
-            } else if (w->mem[i] != w->shadow[i]) {
-                w->mismatches++;
-            }
-        }
-    }
-    return NULL;
-}
-
-static void test_integrity_over_redis(void **state)
-{
-    (void)state;
-    struct server *srv = server_start(NULL);
     char uri[128];
-    snprintf(uri, sizeof uri, "redis://127.0.0.1:%d", srv->port);
-    assert_int_equal(mt_start_opts(BUDGET_PAGES * PG, uri, NULL), 0);
+    /* With a replica, WAIT's timeout is generous: on a loaded machine
+     * (tests in parallel, sanitizers) acks may take a while, and a refused
+     * eviction would count as a store error. */
+    snprintf(uri, sizeof uri, "redis://127.0.0.1:%d%s", srv->port,
+             replicas ? "?wait_timeout=5000&timeout=10000" : "");
+    struct moat_options o = {.budget = BUDGET_PAGES * PG,
+                             .store = uri,
+                             .log_level = -1,
+                             .range_size = 4ULL << 30,
+                             .store_replicas = replicas};
+    assert_int_equal(moat_init(&o), 0);
 
     size_t npages = BUDGET_PAGES * FACTOR;
     uint64_t *mem, *shadow = calloc(npages, PG);
     assert_non_null(shadow);
     assert_int_equal(
         moat_alloc(NULL, npages * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&mem), 0);
-    struct worker w[NTHREADS];
-    pthread_t th[NTHREADS];
-    for (size_t t = 0; t < NTHREADS; t++) {
-        w[t] = (struct worker){
-            .mem = mem, .shadow = shadow, .npages = npages, .id = t, .ops = OPS / NTHREADS};
-        assert_int_equal(pthread_create(&th[t], NULL, worker_run, &w[t]), 0);
-    }
-    unsigned long mismatches = 0;
-    for (size_t t = 0; t < NTHREADS; t++) {
-        pthread_join(th[t], NULL);
-        mismatches += w[t].mismatches;
-    }
-    for (size_t i = 0; i < npages * PG / sizeof(uint64_t); i++)
-        if (mem[i] != shadow[i])
-            mismatches++;
+    unsigned long mismatches = run_workers(mem, shadow, npages, NULL);
 
     struct moat_stats s;
     assert_int_equal(moat_stats(&s), 0);
     long long keys = server_count(srv->port, "moat:*");
-    printf("redis integrity: %d threads, %zu pages over a %d-page budget, %lu ops: %lu "
-           "mismatches, %llu page-ins, %llu evictions written, %llu clean, peak resident %llu, "
-           "%llu evicted now, %lld keys on the server, %llu store errors\n",
-           NTHREADS, npages, BUDGET_PAGES, OPS, mismatches, (unsigned long long)s.faults_pagein,
-           (unsigned long long)s.evictions_written, (unsigned long long)s.evictions_clean,
-           (unsigned long long)s.peak_resident_pages, (unsigned long long)s.evicted_pages, keys,
-           (unsigned long long)s.store_errors);
+    long long rkeys = replica ? server_count(replica->port, "moat:*") : -1;
+    printf("redis integrity, replicas=%u: %d threads, %zu pages over a %d-page budget, %lu ops: "
+           "%lu mismatches, %llu page-ins, %llu evictions written, %llu clean, peak resident "
+           "%llu, %llu evicted now, %lld keys on the server (%lld on its replica), %llu store "
+           "errors, %llu round trips\n",
+           replicas, NTHREADS, npages, BUDGET_PAGES, OPS, mismatches,
+           (unsigned long long)s.faults_pagein, (unsigned long long)s.evictions_written,
+           (unsigned long long)s.evictions_clean, (unsigned long long)s.peak_resident_pages,
+           (unsigned long long)s.evicted_pages, keys, rkeys, (unsigned long long)s.store_errors,
+           (unsigned long long)s.store_round_trips);
     assert_int_equal(mismatches, 0);
     assert_true(s.peak_resident_pages <= BUDGET_PAGES);
     assert_true(s.faults_pagein > 1000);
@@ -114,16 +66,63 @@ static void test_integrity_over_redis(void **state)
     assert_int_equal(s.integrity_failures, 0);
     assert_int_equal(s.store_errors, 0);
     assert_true(s.store_bytes_read > 0 && s.store_bytes_written > 0);
+    /* One server is one store node, with the cluster's counters. */
+    assert_int_equal(s.store_nodes, 1);
+    assert_true(s.store_round_trips > 0);
     /* Every evicted page is a key (plus the liveness key; freed slots
      * whose DEL has not gone out yet may add a few). */
     assert_true(s.evicted_pages >= npages - BUDGET_PAGES);
     assert_true((unsigned long long)keys >= s.evicted_pages + 1);
+    if (replica)
+        assert_true((unsigned long long)rkeys >= s.evicted_pages);
 
     assert_int_equal(moat_dealloc(mem, npages * PG), 0);
     free(shadow);
     moat_shutdown();
     /* The instance removed its keys at shutdown. */
     assert_int_equal(server_int(srv->port, NULL, "DBSIZE"), 0);
+}
+
+static void test_integrity_over_redis(void **state)
+{
+    (void)state;
+    struct server *srv = server_start(NULL);
+    integrity_run(srv, 0, NULL);
+    server_kill(srv);
+}
+
+/* store_replicas=1 (moat run --store-replicas 1) on one server: without a
+ * replica moat_init fails (EREMOTEIO); with one attached (REPLICAOF) every
+ * eviction waits for it (WAIT 1) and the run is as clean as without. */
+static void test_integrity_with_replica(void **state)
+{
+    (void)state;
+    const char *pextra[] = {"--repl-diskless-sync-delay", "0", NULL};
+    struct server *srv = server_start(pextra);
+    char uri[128];
+    snprintf(uri, sizeof uri, "redis://127.0.0.1:%d", srv->port);
+    struct moat_options o = {.budget = BUDGET_PAGES * PG,
+                             .store = uri,
+                             .log_level = -1,
+                             .range_size = 4ULL << 30,
+                             .store_replicas = 1};
+    assert_int_equal(moat_init(&o), EREMOTEIO);
+
+    char pport[16];
+    snprintf(pport, sizeof pport, "%d", srv->port);
+    const char *rextra[] = {"--replicaof", "127.0.0.1", pport, NULL};
+    struct server *rep = server_start(rextra);
+    bool online = false;
+    for (int i = 0; i < 600 && !online; i++) {
+        char *info = server_str(srv->port, "INFO replication");
+        online = info && strstr(info, "state=online");
+        free(info);
+        if (!online)
+            usleep(50000);
+    }
+    assert_true(online);
+    integrity_run(srv, 1, rep);
+    server_kill(rep);
     server_kill(srv);
 }
 
@@ -148,6 +147,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_init_no_server),
         cmocka_unit_test(test_integrity_over_redis),
+        cmocka_unit_test(test_integrity_with_replica),
     };
     return cmocka_run_group_tests(tests, NULL, NULL) ? 1 : 0;
 }

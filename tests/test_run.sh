@@ -60,8 +60,8 @@ for i in range(0, n, 9973):
 print(h.hexdigest())
 PY
 python3 "$T/big.py" >"$T/py.plain"
-"$MOAT" run --budget 32M --stats-json "$T/py.json" --trace "$T/py.csv" --trace-interval 50 \
-    -- python3 "$T/big.py" >"$T/py.moat" 2>"$T/py.err"
+MOAT_THRASH_WINDOW=1 "$MOAT" run --budget 32M --stats-json "$T/py.json" --trace "$T/py.csv" \
+    --trace-interval 50 -- python3 "$T/big.py" >"$T/py.moat" 2>"$T/py.err"
 rc=$?
 if [ $rc -eq 0 ] && cmp -s "$T/py.plain" "$T/py.moat"; then
     ok "python under --budget 32M prints the same checksum ($(cat "$T/py.moat" | cut -c1-16)...)"
@@ -77,6 +77,11 @@ if [ "$ev" -gt 0 ] && [ "$budget" -eq 8192 ] && [ "$peak" -le "$budget" ] && [ "
     ok "python: $ev pages sealed and evicted, peak resident $peak <= budget $budget pages, peak committed $pc"
 else
     bad "python statistics: evictions_written=$ev peak_resident=$peak budget=$budget peak_committed=$pc"
+fi
+if grep -q "far too small" "$T/py.err"; then
+    bad "python under 32M pages usefully, yet got the thrash warning: $(grep warning "$T/py.err")"
+else
+    ok "python under 32M: no thrash warning (1 s window)"
 fi
 if grep -q "peak resident" "$T/py.err" && grep -q "pages evicted" "$T/py.err"; then
     ok "summary printed on stderr"
@@ -289,6 +294,32 @@ else
     bad "bad MOAT_RANGE: rc=$rc $(cat "$T/e.err")"
 fi
 "$MOAT" run --help | grep -q -- "--trace-interval" && ok "moat run --help" || bad "moat run --help"
+
+# A budget far too small for the program: not a silent crawl but a warning
+# that names the budget and what the program committed (run_thrash.c).  A
+# short window, and the program is stopped once the warning is out.
+cat >"$T/thrash.py" <<'PY'
+x = [bytes(100) for i in range(40000)]
+while True:
+    s = sum(len(b) for b in x)
+PY
+# the interpreter itself, not a wrapper script (pyenv's shims are bash
+# scripts that fork and exec for seconds under this budget)
+py=$(python3 -c 'import sys; print(sys.executable)')
+MOAT_THRASH_WINDOW=2 timeout 90 "$MOAT" run --budget 64K --quiet -- "$py" "$T/thrash.py" 2>"$T/thrash.err" &
+tp=$!
+for _ in $(seq 170); do
+    grep -q "budget is far too small" "$T/thrash.err" && break
+    sleep 0.5
+done
+kill -TERM $tp 2>/dev/null
+wait $tp 2>/dev/null
+if grep -q "warning: '$py' spent .* budget of 64.0 KiB .* far too small .* committed up to" "$T/thrash.err"; then
+    ok "a budget far too small for the program gets a warning while it runs"
+else
+    bad "no thrash warning under --budget 64K: $(head -c 400 "$T/thrash.err")"
+fi
+# (a run that pages hard but usefully gets none: section 1)
 
 # --- 6. fork + exec from Python (subprocess), and a shell ---------------------------
 out=$("$MOAT" run --budget 16M --quiet -- python3 -c '

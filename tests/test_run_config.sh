@@ -12,8 +12,10 @@
 # instrumented like the preload library in sanitizer builds, which is what
 # lets this part run there too) under the guide's example and
 # Occlum's template: the thread cap (EAGAIN beyond max_num_of_threads, slots
-# given back when threads end), the user space cap, --epc as the budget, the
-# report lines, the "config" member of --stats-json, and suggest on it.
+# given back when threads end), the user space cap, the user space Init
+# committed at start (stats JSON: committed pages from the start, the budget
+# still held, the heap's first allocations inside Init), --epc as the budget,
+# the report lines, the "config" member of --stats-json, and suggest on it.
 set -u
 BUILD=${1:?build dir}
 SRC=${2:?source dir}
@@ -208,8 +210,9 @@ expect 0 "suggest --help" -- config suggest --help && has out "--headroom PCT" &
 # --- 4. runs under the preload -------------------------------------------------------
 PT=$BUILD/tests/prog_threads
 PM=$BUILD/tests/prog_mmap
-if [ ! -x "$PT" ] || [ ! -x "$PM" ] || [ ! -f "$BUILD/libmoat_preload.so" ]; then
-    bad "$PT, $PM or libmoat_preload.so is missing"
+if [ ! -x "$PT" ] || [ ! -x "$PM" ] || [ ! -x "$BUILD/tests/prog_malloc" ] ||
+    [ ! -f "$BUILD/libmoat_preload.so" ]; then
+    bad "$PT, $PM, prog_malloc or libmoat_preload.so is missing"
     exit 1
 fi
 ls /dev/shm/ | grep '^moat-.*\.stats$' | sort >"$T/shm.before"
@@ -297,6 +300,61 @@ if [ "$(jget "$T/mm.json" 'j["config"]["user_space"]["peak"] >= 16 << 20')" = "T
     ok "the user space peak of the mmap run is $(($(jget "$T/mm.json" 'j["config"]["user_space"]["peak"]') >> 20)) MiB"
 else
     bad "user space peak: $(jget "$T/mm.json" 'j["config"]["user_space"]')"
+fi
+
+# User space Init committed at start (MOAT_USER_INIT).  Without EDMM Init =
+# Max: run-small.json's 64MB are all committed from the start and stay so
+# (committed never moves: nothing committed on demand, nothing given back),
+# while touching 20 MiB under an 8MB EPC keeps resident memory within it.
+"$MOAT" run --config "$DATA/run-small.json" --epc 8MB --stats-json "$T/init.json" -- "$PM" 20 >"$T/out" 2>"$T/err"
+rc=$?
+init=$(jget "$T/init.json" '(j["config"]["user_space"]["committed_at_start"], j["committed_pages"], j["peak_committed_pages"])' 2>/dev/null)
+if [ $rc -eq 0 ] && has out "mapped 20 of 20 MiB: ok" && [ "$init" = "(67108864, 16384, 16384)" ] &&
+    has err "moat: user space: 64.0 MiB committed at start, peak committed 64.0 MiB"; then
+    ok "no EDMM: user_space_size 64MB committed at start (16384 pages, at exit and peak), in the report"
+else
+    bad "no EDMM Init: rc=$rc (committed_at_start, committed, peak committed) = $init"
+    sed 's/^/    err: /' "$T/err" | head -20
+fi
+if [ "$(jget "$T/init.json" 'j["peak_resident_pages"] <= j["budget_pages"] == 2048 and j["evictions_written"] > 0')" = "True" ]; then
+    ok "Init committed at start stays under the 8MB EPC: peak resident $(jget "$T/init.json" 'j["peak_resident_pages"]') pages, $(jget "$T/init.json" 'j["evictions_written"]') evicted"
+else
+    bad "budget with Init: $(jget "$T/init.json" '(j["budget_pages"], j["peak_resident_pages"], j["evictions_written"])')"
+fi
+# The user space peak is what the program touched, not the Init it was given.
+if [ "$(jget "$T/init.json" '20 << 20 <= j["config"]["user_space"]["peak"] < 40 << 20')" = "True" ] &&
+    has err "user_space_size 64MB leaves"; then
+    ok "the user space peak is the 20 MiB touched ($(($(jget "$T/init.json" 'j["config"]["user_space"]["peak"]') >> 10)) KiB), not the 64 MiB committed"
+else
+    bad "user space peak with Init: $(jget "$T/init.json" 'j["config"]["user_space"]')"
+fi
+# EDMM, user_space_size 1MB: 1 MiB committed at start, and it is the heap's
+# first memory: 600 KiB of malloc, freed and malloc'd again, commit little
+# beyond it (at most the heap's header and descriptors, 64 pages here).
+# Sanitizer builds link the program with the sanitizer's own malloc.
+PMA=$BUILD/tests/prog_malloc
+"$MOAT" run --config "$DATA/guide-example.json" --edmm --stats-json "$T/init.json" -- "$PMA" 600 600 >"$T/out" 2>"$T/err"
+rc=$?
+if [ "${MOAT_TEST_CONFIG:-plain}" = plain ]; then
+    fits='256 <= j["committed_pages"] <= j["peak_committed_pages"] <= 256 + 64'
+else
+    fits='256 <= j["committed_pages"] <= j["peak_committed_pages"]'
+fi
+init=$(jget "$T/init.json" "(j['config']['user_space']['committed_at_start'], $fits)" 2>/dev/null)
+if [ $rc -eq 0 ] && has out "malloc 1200 KiB: ok" && [ "$init" = "(1048576, True)" ] &&
+    has err "moat: user space: 1.0 MiB committed at start"; then
+    ok "EDMM: user_space_size 1MB committed at start (peak committed $(jget "$T/init.json" 'j["peak_committed_pages"]') pages)$([ "${MOAT_TEST_CONFIG:-plain}" = plain ] && echo ", the heap's first 600 KiB came from it")"
+else
+    bad "EDMM Init 1MB: rc=$rc $(cat "$T/out") $init $(jget "$T/init.json" '(j["committed_pages"], j["peak_committed_pages"])')"
+    sed 's/^/    err: /' "$T/err" | head -20
+fi
+# A bad MOAT_USER_INIT stops the program with exit 4, as any bad variable.
+MOAT_USER_INIT=12x "$MOAT" run -- "$PM" 1 >"$T/out" 2>"$T/err"
+rc=$?
+if [ $rc -eq 4 ] && has err "MOAT_USER_INIT=12x"; then
+    ok "MOAT_USER_INIT=12x: moat does not start (exit 4), the variable named"
+else
+    bad "MOAT_USER_INIT=12x: rc=$rc $(head -3 "$T/err")"
 fi
 
 # No statistics block left behind.

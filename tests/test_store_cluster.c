@@ -34,36 +34,11 @@
 #include "store/cluster.h"
 
 #include "redis_cluster.h"
+#include "store_records.h"
 
 /* ---------------------------------------------------------------------------
  * Records and I/O
  * ------------------------------------------------------------------------- */
-
-static void *rec_new(void)
-{
-    void *p = NULL;
-    assert_int_equal(posix_memalign(&p, M_STORE_ALIGN, M_STORE_RECORD), 0);
-    return p;
-}
-
-static void rec_fill(void *buf, uint64_t slot, uint64_t gen)
-{
-    uint64_t x = (slot + 1) * 0x9e3779b97f4a7c15ull ^ (gen + 1) * 0xbf58476d1ce4e5b9ull;
-    uint64_t *w = buf;
-    for (size_t i = 0; i < M_STORE_RECORD / 8; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        w[i] = x;
-    }
-}
-
-static bool rec_check(const void *buf, uint64_t slot, uint64_t gen)
-{
-    uint64_t want[M_STORE_RECORD / 8];
-    rec_fill(want, slot, gen);
-    return memcmp(buf, want, M_STORE_RECORD) == 0;
-}
 
 struct set {
     size_t n;
@@ -256,6 +231,19 @@ static void test_not_a_cluster(void **state)
     server_kill(plain);
 }
 
+/* And the other way round: redis:// naming a cluster node is refused at
+ * open (the other nodes' keys would come back as MOVED). */
+static void test_single_uri_on_cluster_node(void **state)
+{
+    (void)state;
+    need_cluster();
+    char uri[128];
+    snprintf(uri, sizeof uri, "redis://127.0.0.1:%d", cluster[0]->port);
+    struct m_store *s = NULL;
+    assert_int_equal(m_store_open(uri, &s), EPROTONOSUPPORT);
+    assert_null(s);
+}
+
 /* ---------------------------------------------------------------------------
  * Tests on the cluster
  * ------------------------------------------------------------------------- */
@@ -372,10 +360,10 @@ static void test_ask_and_moved(void **state)
     char srcid[64], dstid[64];
     node_id(cluster[src]->port, srcid, sizeof srcid);
     node_id(cluster[dst]->port, dstid, sizeof dstid);
-    char *r = node_str(cluster[dst]->port, "CLUSTER SETSLOT %u IMPORTING %s", hs, srcid);
+    char *r = server_str(cluster[dst]->port, "CLUSTER SETSLOT %u IMPORTING %s", hs, srcid);
     assert_string_equal(r, "OK");
     free(r);
-    r = node_str(cluster[src]->port, "CLUSTER SETSLOT %u MIGRATING %s", hs, dstid);
+    r = server_str(cluster[src]->port, "CLUSTER SETSLOT %u MIGRATING %s", hs, dstid);
     assert_string_equal(r, "OK");
     free(r);
 
@@ -413,7 +401,7 @@ static void test_ask_and_moved(void **state)
     for (int i = 0; i < CLUSTER_NODES; i++) {
         if (!node_is_primary(cluster[i]->port))
             continue;
-        r = node_str(cluster[i]->port, "CLUSTER SETSLOT %u NODE %s", hs, dstid);
+        r = server_str(cluster[i]->port, "CLUSTER SETSLOT %u NODE %s", hs, dstid);
         assert_non_null(r);
         free(r);
     }
@@ -445,7 +433,7 @@ static int replica_of(int primary)
     for (int i = 0; i < CLUSTER_NODES; i++) {
         if (cluster[i]->pid <= 0 || cluster[i]->port == primary)
             continue;
-        char *info = node_str(cluster[i]->port, "INFO replication");
+        char *info = server_str(cluster[i]->port, "INFO replication");
         char want[32];
         snprintf(want, sizeof want, "master_port:%d", primary);
         bool is = info && strstr(info, "role:slave") && strstr(info, want);
@@ -516,7 +504,7 @@ static void test_replicas_wait(void **state)
 
 static long long info_int(int port, const char *field)
 {
-    char *info = node_str(port, "INFO memory");
+    char *info = server_str(port, "INFO memory");
     assert_non_null(info);
     const char *p = strstr(info, field);
     assert_non_null(p);
@@ -536,7 +524,7 @@ static void test_maxmemory(void **state)
     for (int i = 0; i < CLUSTER_NODES; i++)
         if (node_is_primary(cluster[i]->port)) {
             long long used = info_int(cluster[i]->port, "used_memory");
-            free(node_str(cluster[i]->port, "CONFIG SET maxmemory %lld", used + (1 << 20)));
+            free(server_str(cluster[i]->port, "CONFIG SET maxmemory %lld", used + (1 << 20)));
         }
     set_rw(q, M_STORE_WRITE, &v, 0, v.n, 1);
     size_t oom = set_count(&v, ENOSPC), ok = set_count(&v, 0);
@@ -554,7 +542,7 @@ static void test_maxmemory(void **state)
     free(was);
     for (int i = 0; i < CLUSTER_NODES; i++)
         if (node_is_primary(cluster[i]->port))
-            free(node_str(cluster[i]->port, "CONFIG SET maxmemory 0"));
+            free(server_str(cluster[i]->port, "CONFIG SET maxmemory 0"));
     m_store_queue_free(q);
     m_store_close(s);
     set_free(&v);
@@ -865,6 +853,7 @@ int main(void)
         cmocka_unit_test(test_bad_uris),
         cmocka_unit_test(test_not_listening),
         cmocka_unit_test(test_not_a_cluster),
+        cmocka_unit_test(test_single_uri_on_cluster_node),
         cmocka_unit_test(test_keyslot_matches_redis),
         cmocka_unit_test(test_idle_open),
         cmocka_unit_test(test_spread_over_nodes),

@@ -9,39 +9,13 @@ moat=$build/moat
 for t in redis-server redis-cli; do
   command -v $t >/dev/null || { echo "SKIP: $t not installed (scripts/deps.sh installs it)"; exit 77; }
 done
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$dir"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+src=${2:-$(dirname "$0")/..}
+. "$src/tests/redis_server.sh"
 ports=()
-# start_node: a cluster node on a free port; ports 20000-22767 keep the bus
-# port (+10000) below the ephemeral range.  Retried if a port is taken.
-start_node() {
-  local port pid
-  for _ in $(seq 20); do
-    port=$((20000 + RANDOM % 2768))
-    mkdir -p "$dir/$port"
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir/$port" \
-      --cluster-enabled yes --cluster-config-file nodes.conf >"$dir/$port/log" 2>&1 &
-    pid=$!
-    for _ in $(seq 100); do
-      kill -0 $pid 2>/dev/null || break
-      if redis-cli -p "$port" ping >/dev/null 2>&1; then
-        pids+=($pid)
-        ports+=("$port")
-        return 0
-      fi
-      sleep 0.05
-    done
-    kill -9 $pid 2>/dev/null
-    wait $pid 2>/dev/null
-  done
-  fail "could not start redis-server (see $dir/*/log)"
-}
-start_node
-start_node
-start_node
+for _ in 1 2 3; do
+  redis_start --cluster-enabled yes --cluster-config-file nodes.conf
+  ports+=("$port")
+done
 redis-cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") --cluster-replicas 0 \
   --cluster-yes >"$dir/create.log" 2>&1 || fail "cluster create: $(cat "$dir/create.log")"
 for _ in $(seq 100); do

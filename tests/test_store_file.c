@@ -32,6 +32,8 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include "store_records.h"
+
 static bool skipped_any;
 
 /* ---------------------------------------------------------------------------
@@ -42,34 +44,6 @@ static const char *test_dir(void)
 {
     const char *d = getenv("MOAT_TEST_TMP");
     return d && *d ? d : "/tmp";
-}
-
-static void *rec_new(void)
-{
-    void *p = NULL;
-    assert_int_equal(posix_memalign(&p, M_STORE_ALIGN, M_STORE_RECORD), 0);
-    return p;
-}
-
-/* Deterministic content for (slot, generation): a reader can tell a record
- * from its neighbour's or from an older version of itself. */
-static void rec_fill(void *buf, uint64_t slot, uint64_t gen)
-{
-    uint64_t x = (slot + 1) * 0x9e3779b97f4a7c15ull ^ (gen + 1) * 0xbf58476d1ce4e5b9ull;
-    uint64_t *w = buf;
-    for (size_t i = 0; i < M_STORE_RECORD / 8; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        w[i] = x;
-    }
-}
-
-static bool rec_check(const void *buf, uint64_t slot, uint64_t gen)
-{
-    uint64_t want[M_STORE_RECORD / 8];
-    rec_fill(want, slot, gen);
-    return memcmp(buf, want, M_STORE_RECORD) == 0;
 }
 
 static bool rec_is_zero(const void *buf)
@@ -936,8 +910,15 @@ static void test_queue_depth(void **state)
         assert_int_equal(ios[i].result, 0);
         assert_true(rec_check(bufs[i], (uint64_t)i, 1));
     }
-    for (int i = 5; i < 8; i++)
-        assert_int_equal(ios[i].result, EINVAL);
+    /* How many of 5 and 6 went out before 7 was refused depends on how
+     * fast the first five completed (the queue refills as they do). */
+    for (int i = 5; i < 7; i++) {
+        if (ios[i].result == 0)
+            assert_true(rec_check(bufs[i], (uint64_t)i, 1));
+        else
+            assert_int_equal(ios[i].result, EINVAL);
+    }
+    assert_int_equal(ios[7].result, EINVAL);
     for (int i = 0; i < 8; i++)
         free(bufs[i]);
     m_store_queue_free(q);

@@ -8,21 +8,10 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   echo "SKIP: redis-server/redis-cli not installed (scripts/deps.sh installs them)"
   exit 77
 fi
-dir=$(mktemp -d)
-# a port nobody answers on (another test may run a redis-server too)
-for _ in $(seq 20); do
-  port=$((20000 + RANDOM % 20000))
-  redis-cli -p "$port" ping >/dev/null 2>&1 || break
-done
-redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
-  >"$dir/log" 2>&1 &
-pid=$!
-cleanup() { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"; }
-trap cleanup EXIT
-for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
-kill -0 "$pid" 2>/dev/null || { echo "FAIL: redis-server did not start: $(cat "$dir/log")"; exit 1; }
+src=${2:-$(dirname "$0")/..}
+. "$src/tests/redis_server.sh"
+redis_start
 cli() { redis-cli -p "$port" "$@"; }
-fail() { echo "FAIL: $*"; exit 1; }
 dead=00000000deadbeef
 live=00000000000a11fe
 cli set "moat:{$dead}:0" x >/dev/null

@@ -3,7 +3,10 @@
  * on loopback: record round trips in batches (one round trip a batch), the
  * non-blocking reap, slot reuse and the DELs of freed slots, a missing key,
  * removal of the instance's keys at close, passwords, a server that is not
- * there, a server that dies, maxmemory, and malformed URIs.
+ * there, a server that dies, a server that pauses (retries with backoff,
+ * and giving up with ETIMEDOUT), replicas=1 with a replica attached by
+ * REPLICAOF (WAIT succeeds; a stopped or missing replica fails writes with
+ * EREMOTEIO), maxmemory, and malformed URIs.
  *
  * Each server is started by this program as a child (redis-server on
  * 127.0.0.1, a random port in 20000-40000, retried if taken, in a temporary
@@ -40,36 +43,11 @@
 #include "store/redis.h"
 
 #include "redis_server.h"
+#include "store_records.h"
 
 /* ---------------------------------------------------------------------------
  * Records
  * ------------------------------------------------------------------------- */
-
-static void *rec_new(void)
-{
-    void *p = NULL;
-    assert_int_equal(posix_memalign(&p, M_STORE_ALIGN, M_STORE_RECORD), 0);
-    return p;
-}
-
-static void rec_fill(void *buf, uint64_t slot, uint64_t gen)
-{
-    uint64_t x = (slot + 1) * 0x9e3779b97f4a7c15ull ^ (gen + 1) * 0xbf58476d1ce4e5b9ull;
-    uint64_t *w = buf;
-    for (size_t i = 0; i < M_STORE_RECORD / 8; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        w[i] = x;
-    }
-}
-
-static bool rec_check(const void *buf, uint64_t slot, uint64_t gen)
-{
-    uint64_t want[M_STORE_RECORD / 8];
-    rec_fill(want, slot, gen);
-    return memcmp(buf, want, M_STORE_RECORD) == 0;
-}
 
 /* n I/Os of one kind over slots[], buffers from bufs[]. */
 static void rw_all(struct m_store_queue *q, int op, const uint64_t *slots, void **bufs, size_t n,
@@ -132,6 +110,37 @@ static struct server *plain_server(void)
     if (!plain)
         plain = server_start(NULL);
     return plain;
+}
+
+/* Read n slots back: each must hold generation gen. */
+static void read_check(struct m_store_queue *q, const uint64_t *slots, void **bufs, size_t n,
+                       uint64_t gen)
+{
+    int *res = calloc(n, sizeof *res);
+    assert_non_null(res);
+    for (size_t i = 0; i < n; i++)
+        memset(bufs[i], 0, M_STORE_RECORD);
+    rw_all(q, M_STORE_READ, slots, bufs, n, res);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(res[i], 0);
+        assert_true(rec_check(bufs[i], slots[i], gen));
+    }
+    free(res);
+}
+
+/* Open a store at uri with a queue of depth 4, and write one record
+ * (generation 1) into a new slot. */
+static void open_with_record(const char *uri, struct m_store **s, struct m_store_queue **q,
+                             uint64_t *slot, void **buf)
+{
+    assert_int_equal(m_store_open(uri, s), 0);
+    assert_int_equal(m_store_queue_new(*s, 4, q), 0);
+    assert_int_equal(m_store_slot_alloc(*s, slot), 0);
+    *buf = rec_new();
+    rec_fill(*buf, *slot, 1);
+    int res;
+    rw_all(*q, M_STORE_WRITE, slot, buf, 1, &res);
+    assert_int_equal(res, 0);
 }
 
 /* ---------------------------------------------------------------------------
@@ -311,10 +320,7 @@ static void test_slot_reuse(void **state)
     rec_fill(bufs[2], 2, 9);
     rw_all(q, M_STORE_WRITE, &two, &bufs[2], 1, res);
     assert_int_equal(res[0], 0);
-    memset(bufs[2], 0, M_STORE_RECORD);
-    rw_all(q, M_STORE_READ, &two, &bufs[2], 1, res);
-    assert_int_equal(res[0], 0);
-    assert_true(rec_check(bufs[2], 2, 9));
+    read_check(q, &two, &bufs[2], 1, 9);
 
     for (int i = 0; i < 10; i++)
         free(bufs[i]);
@@ -450,10 +456,7 @@ static void test_password(void **state)
     rec_fill(buf, slot, 3);
     rw_all(q, M_STORE_WRITE, &slot, &buf, 1, &res);
     assert_int_equal(res, 0);
-    memset(buf, 0, M_STORE_RECORD);
-    rw_all(q, M_STORE_READ, &slot, &buf, 1, &res);
-    assert_int_equal(res, 0);
-    assert_true(rec_check(buf, slot, 3));
+    read_check(q, &slot, &buf, 1, 3);
     free(buf);
     m_store_queue_free(q);
     m_store_close(s);
@@ -473,14 +476,17 @@ static void test_not_listening(void **state)
     assert_null(s);
 }
 
-/* The server dies while the store is in use: I/Os in flight fail with
- * ECONNRESET, the next submit cannot reconnect (ECONNREFUSED). */
+/* The server dies while the store is in use, and the store is told not to
+ * retry (retry_timeout=0): I/Os in flight fail with ECONNRESET, the next
+ * one cannot reconnect (ECONNREFUSED). */
 static void test_server_dies(void **state)
 {
     (void)state;
     struct server *srv = server_start(NULL);
     struct m_store *s = NULL;
-    assert_int_equal(m_store_open(uri_for(NULL, srv->port), &s), 0);
+    char uri[128];
+    snprintf(uri, sizeof uri, "redis://127.0.0.1:%d?retry_timeout=0", srv->port);
+    assert_int_equal(m_store_open(uri, &s), 0);
     struct m_store_queue *q = NULL;
     assert_int_equal(m_store_queue_new(s, 16, &q), 0);
     uint64_t slots[16];
@@ -510,7 +516,10 @@ static void test_server_dies(void **state)
     assert_int_equal(nd, 16);
     for (int i = 0; i < 16; i++)
         assert_int_equal(ios[i].result, ECONNRESET);
-    assert_int_equal(m_store_submit(q, p, 1), ECONNREFUSED);
+    assert_int_equal(m_store_submit(q, p, 1), 0);
+    assert_int_equal(m_store_reap(q, done, 1, 1, &nd), 0);
+    assert_int_equal(nd, 1);
+    assert_int_equal(ios[0].result, ECONNREFUSED);
     for (int i = 0; i < 16; i++)
         free(bufs[i]);
     m_store_queue_free(q);
@@ -519,7 +528,8 @@ static void test_server_dies(void **state)
 }
 
 /* A stopped server (SIGSTOP: it still accepts connections, but never
- * answers) gives ETIMEDOUT at open and on I/Os, after the URI's timeout.
+ * answers) gives ETIMEDOUT at open and, without retries, on I/Os after the
+ * URI's timeout.
  * Once it runs again, another queue's next batch first fences the failed
  * connection (CLIENT KILL), so the write that timed out cannot land after
  * a newer one; the failed queue reconnects at its next submit. */
@@ -528,19 +538,15 @@ static void test_timeout_and_fence(void **state)
     (void)state;
     struct server *srv = server_start(NULL);
     char uri[160];
-    snprintf(uri, sizeof uri, "redis://127.0.0.1:%d?timeout=300&connect_timeout=300", srv->port);
+    snprintf(uri, sizeof uri,
+             "redis://127.0.0.1:%d?timeout=300&connect_timeout=300&retry_timeout=0", srv->port);
     struct m_store *s = NULL;
-    assert_int_equal(m_store_open(uri, &s), 0);
     struct m_store_queue *qa = NULL, *qb = NULL;
-    assert_int_equal(m_store_queue_new(s, 4, &qa), 0);
-    assert_int_equal(m_store_queue_new(s, 4, &qb), 0);
     uint64_t slot;
-    assert_int_equal(m_store_slot_alloc(s, &slot), 0);
-    void *buf = rec_new();
+    void *buf = NULL;
     int res;
-    rec_fill(buf, slot, 1);
-    rw_all(qa, M_STORE_WRITE, &slot, &buf, 1, &res);
-    assert_int_equal(res, 0);
+    open_with_record(uri, &s, &qa, &slot, &buf);
+    assert_int_equal(m_store_queue_new(s, 4, &qb), 0);
 
     assert_int_equal(kill(srv->pid, SIGSTOP), 0);
     struct m_store *s2 = NULL;
@@ -556,10 +562,7 @@ static void test_timeout_and_fence(void **state)
     struct m_store_redis_stats rst;
     assert_int_equal(m_store_redis_stats(s, &rst), 0);
     assert_true(rst.fences >= 1);
-    memset(buf, 0, M_STORE_RECORD);
-    rw_all(qa, M_STORE_READ, &slot, &buf, 1, &res); /* qa reconnects */
-    assert_int_equal(res, 0);
-    assert_true(rec_check(buf, slot, 3));
+    read_check(qa, &slot, &buf, 1, 3);
     struct m_store_stats st;
     m_store_stats(s, &st);
     assert_int_equal(st.errors, 1);
@@ -577,12 +580,190 @@ static void test_timeout_and_fence(void **state)
     server_kill(srv);
 }
 
+/* A server that stops answering for a while (SIGSTOP, then SIGCONT from a
+ * child process a second later): an I/O with retries waits, retries with
+ * backoff on new connections, and succeeds once the server answers again.
+ * With a retry_timeout shorter than the pause it gives up with ETIMEDOUT
+ * (and a log line naming the server, the key and the slot). */
+static void test_retry_until_back(void **state)
+{
+    (void)state;
+    struct server *srv = server_start(NULL);
+    char uri[200];
+    snprintf(uri, sizeof uri, "redis://127.0.0.1:%d?timeout=200&connect_timeout=200", srv->port);
+    struct m_store *s = NULL;
+    struct m_store_queue *q = NULL;
+    uint64_t slot;
+    void *buf = NULL;
+    int res;
+    open_with_record(uri, &s, &q, &slot, &buf);
+
+    assert_int_equal(kill(srv->pid, SIGSTOP), 0);
+    pid_t waker = fork();
+    assert_true(waker >= 0);
+    if (waker == 0) {
+        sleep(1);
+        kill(srv->pid, SIGCONT);
+        _exit(0);
+    }
+    rec_fill(buf, slot, 2);
+    rw_all(q, M_STORE_WRITE, &slot, &buf, 1, &res);
+    assert_int_equal(res, 0);
+    waitpid(waker, NULL, 0);
+    struct m_store_redis_stats rst;
+    assert_int_equal(m_store_redis_stats(s, &rst), 0);
+    printf("a 1 s pause of the server: the write succeeded after %llu retries\n",
+           (unsigned long long)rst.retries);
+    assert_true(rst.retries >= 1);
+    assert_int_equal(rst.timeouts, 0);
+    read_check(q, &slot, &buf, 1, 2);
+    m_store_queue_free(q);
+    m_store_close(s);
+
+    /* Retrying for less than the pause: ETIMEDOUT, counted. */
+    snprintf(uri, sizeof uri,
+             "redis://127.0.0.1:%d?timeout=200&connect_timeout=200&retry_timeout=500", srv->port);
+    assert_int_equal(m_store_open(uri, &s), 0);
+    assert_int_equal(m_store_queue_new(s, 4, &q), 0);
+    assert_int_equal(m_store_slot_alloc(s, &slot), 0);
+    assert_int_equal(kill(srv->pid, SIGSTOP), 0);
+    rw_all(q, M_STORE_WRITE, &slot, &buf, 1, &res);
+    assert_int_equal(kill(srv->pid, SIGCONT), 0);
+    assert_int_equal(res, ETIMEDOUT);
+    assert_int_equal(m_store_redis_stats(s, &rst), 0);
+    assert_int_equal(rst.timeouts, 1);
+    assert_true(rst.retries >= 1);
+    free(buf);
+    m_store_queue_free(q);
+    m_store_close(s);
+    server_kill(srv);
+}
+
+/* Writes of n fresh records; every result must be `want`. */
+static void write_expect(struct m_store *s, struct m_store_queue *q, uint64_t *slots, void **bufs,
+                         size_t n, uint64_t gen, int want)
+{
+    int *res = calloc(n, sizeof *res);
+    assert_non_null(res);
+    for (size_t i = 0; i < n; i++) {
+        if (!bufs[i]) {
+            assert_int_equal(m_store_slot_alloc(s, &slots[i]), 0);
+            bufs[i] = rec_new();
+        }
+        rec_fill(bufs[i], slots[i], gen);
+    }
+    rw_all(q, M_STORE_WRITE, slots, bufs, n, res);
+    for (size_t i = 0; i < n; i++)
+        if (res[i] != want)
+            fail_msg("write %zu of %zu: %d (%s), expected %d", i, n, res[i], strerror(res[i]),
+                     want);
+    free(res);
+}
+
+/* Whether INFO replication of the server at port contains needle. */
+static bool info_has(int port, const char *needle)
+{
+    char *info = server_str(port, "INFO replication");
+    bool has = info && strstr(info, needle);
+    free(info);
+    return has;
+}
+
+/*
+ * replicas=1 on one server: a primary with a replica attached (REPLICAOF).
+ * Without a replica the store refuses to open (EREMOTEIO: every eviction
+ * would fail).  With one, writes are acknowledged only once the replica has
+ * them (WAIT 1), and the replica holds every acknowledged record.  A
+ * replica that stops answering makes WAIT time out: the writes fail with
+ * EREMOTEIO (their pages would stay resident), never silently; once it
+ * answers again writes succeed.  A replica that is gone makes the writes
+ * fail at once with EREMOTEIO.  Every acknowledged record reads back.
+ */
+static void test_replicas_wait(void **state)
+{
+    (void)state;
+    const char *pextra[] = {"--repl-diskless-sync-delay", "0", NULL};
+    struct server *prim = server_start(pextra);
+    char uri[200];
+    /* WAIT's timeout is generous: a replica on a loaded machine (tests run
+     * in parallel, under sanitizers) may take a while to acknowledge. */
+    snprintf(uri, sizeof uri, "redis://127.0.0.1:%d?replicas=1&wait_timeout=2000&timeout=5000",
+             prim->port);
+    struct m_store *s = NULL;
+    assert_int_equal(m_store_open(uri, &s), EREMOTEIO);
+    assert_null(s);
+
+    char pport[16];
+    snprintf(pport, sizeof pport, "%d", prim->port);
+    const char *rextra[] = {"--replicaof", "127.0.0.1", pport, NULL};
+    struct server *rep = server_start(rextra);
+    for (int i = 0; i < 600 && !info_has(prim->port, "state=online"); i++)
+        usleep(50000);
+    assert_true(info_has(prim->port, "state=online"));
+
+    assert_int_equal(m_store_open(uri, &s), 0);
+    struct m_store_queue *q = NULL;
+    assert_int_equal(m_store_queue_new(s, 64, &q), 0);
+    enum { N = 32, M = 8 };
+    uint64_t slots[N], more[M];
+    void *bufs[N] = {NULL}, *mbufs[M] = {NULL};
+    write_expect(s, q, slots, bufs, N, 1, 0);
+    struct m_store_redis_stats rst;
+    assert_int_equal(m_store_redis_stats(s, &rst), 0);
+    assert_int_equal(rst.replicas, 1);
+    assert_int_equal(rst.wait_failures, 0);
+    char pattern[64];
+    snprintf(pattern, sizeof pattern, "%s[0-9]*", rst.prefix);
+    assert_int_equal(server_count(rep->port, pattern), N); /* WAIT 1: the replica has them */
+
+    /* The replica stops answering: WAIT times out, the writes fail. */
+    assert_int_equal(kill(rep->pid, SIGSTOP), 0);
+    write_expect(s, q, more, mbufs, M, 2, EREMOTEIO);
+    assert_int_equal(m_store_redis_stats(s, &rst), 0);
+    assert_true(rst.wait_failures >= 1);
+    assert_int_equal(kill(rep->pid, SIGCONT), 0);
+    /* It answers again: once it has caught up, writes succeed. */
+    int tries = 0;
+    for (;; tries++) {
+        int res[M];
+        for (size_t i = 0; i < M; i++)
+            rec_fill(mbufs[i], more[i], 3);
+        rw_all(q, M_STORE_WRITE, more, mbufs, M, res);
+        bool ok = true;
+        for (size_t i = 0; i < M; i++)
+            ok &= res[i] == 0;
+        if (ok)
+            break;
+        assert_true(tries < 50);
+        usleep(100000);
+    }
+    printf("replica resumed: writes acknowledged again after %d failed batches\n", tries);
+
+    /* The replica is gone: once the primary has noticed, writes fail at
+     * once with EREMOTEIO. */
+    server_kill(rep);
+    for (int i = 0; i < 600 && !info_has(prim->port, "connected_slaves:0"); i++)
+        usleep(50000);
+    assert_true(info_has(prim->port, "connected_slaves:0"));
+    write_expect(s, q, more, mbufs, M, 4, EREMOTEIO);
+    write_expect(s, q, more, mbufs, M, 5, EREMOTEIO);
+
+    read_check(q, slots, bufs, N, 1);
+    for (size_t i = 0; i < N; i++)
+        free(bufs[i]);
+    for (size_t i = 0; i < M; i++)
+        free(mbufs[i]);
+    m_store_queue_free(q);
+    m_store_close(s);
+    server_kill(prim);
+}
+
 /* maxmemory reached: writes fail with ENOSPC, every acknowledged record
  * still reads back, and freeing slots makes room again. */
 static void test_maxmemory(void **state)
 {
     (void)state;
-    const char *extra[] = {"--maxmemory", "1mb", "--maxmemory-policy", "noeviction", NULL};
+    const char *extra[] = {"--maxmemory", "2mb", "--maxmemory-policy", "noeviction", NULL};
     struct server *srv = server_start(extra);
     struct m_store *s = NULL;
     assert_int_equal(m_store_open(uri_for(NULL, srv->port), &s), 0);
@@ -614,16 +795,10 @@ static void test_maxmemory(void **state)
         n += 8;
     }
     assert_true(full);
-    printf("maxmemory 1mb: %zu records acknowledged before ENOSPC\n", acked);
+    printf("maxmemory 2mb: %zu records acknowledged before ENOSPC\n", acked);
     assert_true(acked > 0);
     int *res = calloc(n, sizeof *res);
-    for (size_t i = 0; i < n; i++)
-        memset(bufs[i], 0, M_STORE_RECORD);
-    rw_all(q, M_STORE_READ, slots, bufs, acked, res);
-    for (size_t i = 0; i < acked; i++) {
-        assert_int_equal(res[i], 0);
-        assert_true(rec_check(bufs[i], slots[i], 5));
-    }
+    read_check(q, slots, bufs, acked, 5);
     /* The refused ones were never stored. */
     rw_all(q, M_STORE_READ, slots + acked, bufs + acked, 1, res);
     assert_int_equal(res[0], EIO);
@@ -717,7 +892,8 @@ int main(void)
         cmocka_unit_test(test_missing_key_eio),   cmocka_unit_test(test_close_removes_keys),
         cmocka_unit_test(test_select_db),         cmocka_unit_test(test_password),
         cmocka_unit_test(test_server_dies),       cmocka_unit_test(test_timeout_and_fence),
-        cmocka_unit_test(test_maxmemory),
+        cmocka_unit_test(test_maxmemory),         cmocka_unit_test(test_retry_until_back),
+        cmocka_unit_test(test_replicas_wait),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     servers_kill_all();

@@ -122,6 +122,23 @@ int m_preload_malloc_start(void)
     return err;
 }
 
+uintptr_t m_preload_heap_first_data(void)
+{
+    struct moat_heap *h = m_alloc_default();
+    /* Arenas are made at the first allocation: make it now.  Called by the
+     * constructor alone, before any other thread can use the heap, so the
+     * arena list is read without the heap's lock. */
+    void *p = moat_heap_malloc(h, 1);
+    if (!p)
+        return 0;
+    uintptr_t first = 0;
+    for (struct m_alloc_arena *ar = h->arenas; ar; ar = ar->next)
+        if (!first || ar->base < first)
+            first = ar->base;
+    moat_heap_free(h, p);
+    return first;
+}
+
 /* ------------------------------------------------------------------------
  * The malloc family
  * ---------------------------------------------------------------------- */

@@ -32,6 +32,11 @@
  * evicted stops it with a message (engine.c).  fork followed by exec needs
  * nothing: the new program starts a moat of its own.
  *
+ * Under `moat run --config`, MOAT_USER_MAX makes a full range ENOMEM (as
+ * in the enclave) instead of a fall-back to the kernel, and MOAT_USER_INIT
+ * bytes are committed at start where the program's first allocations go
+ * (pl_commit_init).
+ *
  * Statistics are published in /dev/shm/moat-<pid>.stats (stats_block.h)
  * by a thread every MOAT_STATS_INTERVAL ms (default 100) and at exit
  * (exit() or _exit(), which is interposed for this alone).
@@ -42,8 +47,10 @@
 
 #include "common/engine.h"
 #include "preload/preload.h"
+#include "region/region.h"
 #include "preload/tcs.h"
 #include "preload/stats_block.h"
+#include "store/cluster.h"
 
 #include <moat.h>
 #include <moat/alloc.h>
@@ -133,7 +140,8 @@ static struct {
     unsigned interval_ms;
     struct timespec start;
     _Atomic int warned_full;
-    bool user_max; /* MOAT_USER_MAX (moat run --config): the range is the cap */
+    bool user_max;      /* MOAT_USER_MAX (moat run --config): the range is the cap */
+    uint64_t user_init; /* pages committed at start (MOAT_USER_INIT) */
 } pl = {.blk_lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* m_engine_internal (common/engine.h) is set while this thread is inside
@@ -440,6 +448,41 @@ static void pl_block_write(void)
     atomic_store_explicit(&dst[seq_word], seq + 2, memory_order_release);
 }
 
+/* ---- store nodes (stats_block.h v5; owned by the store's maintainers) ---- */
+
+/* The redis store's per-node counters into b->store_node[] (nothing for
+ * the file store).  Called with the engine running; takes the store's slot
+ * lock briefly to count each node's pages. */
+static void pl_publish_store_nodes(struct m_stats_block *b)
+{
+    struct m_store_cluster_stats cs;
+    struct m_store_cluster_node_stats nd[M_STATS_BLOCK_NODES];
+    size_t n = 0;
+    if (!atomic_load(&m_engine.running) || !m_engine.store ||
+        m_store_cluster_stats(m_engine.store, &cs, nd, M_STATS_BLOCK_NODES, &n) != 0)
+        n = 0;
+    b->store_nnodes = n;
+    for (size_t i = 0; i < n; i++) {
+        struct m_stats_node *o = &b->store_node[i];
+        *o = (struct m_stats_node){.primary = nd[i].primary,
+                                   .pages = nd[i].pages,
+                                   .bytes = nd[i].bytes,
+                                   .reads = nd[i].reads,
+                                   .writes = nd[i].writes,
+                                   .bytes_read = nd[i].bytes_read,
+                                   .bytes_written = nd[i].bytes_written,
+                                   .round_trips = nd[i].round_trips,
+                                   .retries = nd[i].retries,
+                                   .redirections = nd[i].moved + nd[i].asks,
+                                   .conn_failures = nd[i].conn_failures,
+                                   .wait_failures = nd[i].wait_failures,
+                                   .failovers = nd[i].failovers};
+        snprintf(o->addr, sizeof o->addr, "%.47s", nd[i].addr);
+    }
+}
+
+/* ---- end of store nodes ---- */
+
 static void pl_publish(uint32_t state)
 {
     if (!pl.blk)
@@ -470,6 +513,22 @@ static void pl_publish(uint32_t state)
             b->alloc_peak_reserved_bytes = as.peak_reserved_bytes;
     }
     pl.cur.alloc_foreign_frees = m_preload_foreign_frees();
+    pl.cur.user_init_pages = pl.user_init;
+    if (!err) {
+        /* Touched pages: committed-at-start pages count as committed from
+         * the start, so the committed peak says nothing of the program's
+         * use.  The resident peak is exact; evicted pages are sampled. */
+        uint64_t used = st.resident_pages + st.evicted_pages;
+        if (st.peak_resident_pages > used)
+            used = st.peak_resident_pages;
+        if (used > pl.cur.user_peak_used_pages)
+            pl.cur.user_peak_used_pages = used;
+    }
+    if (state != M_STATS_FAILED) {
+        m_engine_internal++;
+        pl_publish_store_nodes(&pl.cur); /* store nodes (stats_block.h v5) */
+        m_engine_internal--;
+    }
     pl.cur.updates++;
     pl_block_write();
     pthread_mutex_unlock(&pl.blk_lock);
@@ -555,6 +614,53 @@ static void pl_atfork_child(void)
  * Start and exit
  * ---------------------------------------------------------------------- */
 
+/* MOAT_USER_INIT (`moat run --config`): the enclave's initial user space,
+ * committed before the program runs.  It is the window of the ELRANGE that
+ * the program's first allocations use: it starts at the first data page of
+ * the program heap's first arena (the first area, at the bottom of the
+ * range; its header and page descriptors before that are the allocator's
+ * bookkeeping), and goes on over the addresses the engine's first-fit
+ * placement hands out next (anonymous mappings, further arenas).  Moved
+ * down if it would run past the end: Init = Max (no EDMM) is the whole
+ * range.  A program whose memory fits in Init thus takes no commit on
+ * demand for it.  The pages are committed without frames (region.h,
+ * m_region_commit_init): a 600MB Init costs 1.8 MB of page table, nothing in
+ * the budget or the store until touched, and they stay committed when freed,
+ * as an enclave's initial pages do. */
+static int pl_commit_init(void)
+{
+    const char *v = getenv("MOAT_USER_INIT");
+    if (!v || !*v)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (errno || *end || *v == '-') {
+        fprintf(stderr, "moat: MOAT_USER_INIT=%s is not a number of bytes\n", v);
+        return EINVAL;
+    }
+    void *base;
+    size_t size;
+    moat_range(&base, &size);
+    uintptr_t lo = (uintptr_t)base, hi = lo + size;
+    size_t len = n >= size ? size : (size_t)pl_round_up((size_t)n);
+    if (!len)
+        return 0;
+    uintptr_t at = m_preload_heap_first_data();
+    if (at < lo || at >= hi)
+        at = lo;
+    if (len > hi - at)
+        at = hi - len;
+    size_t pages = 0;
+    int err = m_region_commit_init((void *)at, len, &pages);
+    if (err)
+        fprintf(stderr, "moat: cannot commit the initial user space (%zu bytes): %s\n", len,
+                strerror(err));
+    /* Pages the heap had touched already were committed: they count too. */
+    pl.user_init = len / MOAT_PAGE_SIZE;
+    return err;
+}
+
 __attribute__((constructor)) static void pl_start(void)
 {
     pl.pid = getpid();
@@ -568,6 +674,8 @@ __attribute__((constructor)) static void pl_start(void)
         if (err)
             fprintf(stderr, "moat: cannot make the program's heap: %s\n", strerror(err));
     }
+    if (!err)
+        err = pl_commit_init();
     if (err) {
         fprintf(stderr, "moat: cannot start moat in process %ld: %s (see the lines above)\n",
                 (long)pl.pid, strerror(err));
@@ -584,8 +692,14 @@ __attribute__((constructor)) static void pl_start(void)
     pl.base = (uintptr_t)base;
     pl.end = pl.base + size;
     /* A store path names one file: only this process may use it; programs
-     * it starts get anonymous stores of their own. */
-    unsetenv("MOAT_STORE");
+     * it starts get anonymous stores of their own.  A redis:// or
+     * redis+cluster:// store is shared safely (each instance has its own
+     * key namespace), so programs started from here - including the
+     * program itself when PROGRAM is a wrapper script that execs it, as
+     * pyenv's shims do - page to it too. */
+    const char *st = getenv("MOAT_STORE");
+    if (st && !strstr(st, "://"))
+        unsetenv("MOAT_STORE");
     const char *um = getenv("MOAT_USER_MAX");
     pl.user_max = um && *um;
     pthread_atfork(NULL, NULL, pl_atfork_child);

@@ -16,6 +16,11 @@ void m_preload_malloc_hooks(void);
  * region source) becomes the default heap.  0 or an errno. */
 int m_preload_malloc_start(void);
 
+/* m_preload_heap_first_data - the first data page of the program heap's
+ * first arena (made now if it is not yet), where its first allocations go;
+ * 0 if there is none. */
+uintptr_t m_preload_heap_first_data(void);
+
 /* m_preload_foreign_frees - frees of pointers that were not moat's. */
 uint64_t m_preload_foreign_frees(void);
 

@@ -25,11 +25,13 @@
 #include <stdint.h>
 
 #define M_STATS_BLOCK_MAGIC   0x54414f4du /* "MOAT" */
-#define M_STATS_BLOCK_VERSION 3u          /* 2: threads_live, threads_peak; 3: alloc_* */
+#define M_STATS_BLOCK_VERSION 5u          /* 2: threads_*; 3: alloc_*; 4: user_*; 5: store_node* */
 /* printf format of the file name under /dev/shm (and of the shm_open name
  * with a leading slash). */
 #define M_STATS_BLOCK_NAME "moat-%ld.stats"
 #define M_STATS_BLOCK_DIR  "/dev/shm/"
+/* Store nodes the block has room for (store_node[]). */
+#define M_STATS_BLOCK_NODES 16
 
 enum m_stats_state {
     M_STATS_CREATED = 0, /* made by `moat run`, the program has not started moat yet */
@@ -64,6 +66,33 @@ struct m_stats_block {
     uint64_t alloc_peak_requested_bytes;
     uint64_t alloc_peak_reserved_bytes;
     uint64_t alloc_foreign_frees;
+    /* The user space (`moat run --config`, preload.c): pages committed at
+     * start (MOAT_USER_INIT; 0 without it), and the peak of the pages the
+     * program used, touched ones (resident or evicted): peak_resident_pages
+     * or, if more, resident + evicted as sampled at each update. */
+    uint64_t user_init_pages;
+    uint64_t user_peak_used_pages;
+    /* The redis store's nodes (redis:// is one node, redis+cluster:// one
+     * per primary it has talked to), as m_store_cluster_stats reports them;
+     * store_nnodes 0 for the file store.  Counters are totals since start;
+     * pages and bytes are this program's records a node holds now.  `moat
+     * run --trace FILE` writes them to FILE.nodes.csv. */
+    uint64_t store_nnodes; /* entries used in store_node[] */
+    struct m_stats_node {
+        char addr[48];    /* "host:port" */
+        uint64_t primary; /* 1 while it owns hash slots (one server: always) */
+        uint64_t pages;   /* records held now */
+        uint64_t bytes;   /* pages * 4608 (sealed record size) */
+        uint64_t reads;   /* GETs completed */
+        uint64_t writes;  /* SETs completed (acknowledged by the replicas asked for) */
+        uint64_t bytes_read, bytes_written;
+        uint64_t round_trips;   /* pipelines written to it */
+        uint64_t retries;       /* I/Os retried after a failure on it */
+        uint64_t redirections;  /* MOVED + ASK it answered */
+        uint64_t conn_failures; /* connections to it that failed */
+        uint64_t wait_failures; /* WAITs that came back with too few replicas */
+        uint64_t failovers;     /* times its slots moved away after it failed */
+    } store_node[M_STATS_BLOCK_NODES];
 };
 
 #endif

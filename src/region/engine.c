@@ -121,6 +121,7 @@ static void *engine_reserve_aligned(size_t size)
 /* MOAT_FORK_LOAD: evicted bytes fork() reads back first (SIZE_MAX: unset,
  * the budget). */
 static size_t fork_load_bytes = SIZE_MAX;
+#define FORK_LOAD_FLOOR ((size_t)16 << 20)
 
 static int engine_options(const struct moat_options *in, struct moat_options *o,
                           const char **log_file)
@@ -366,8 +367,16 @@ int moat_init(const struct moat_options *opts)
         m_engine.batch_pages = o.batch_pages;
         m_engine.fault_threads = o.fault_threads;
         m_engine.fault_ahead = o.fault_ahead;
-        /* default: the budget (a fork never holds more than twice it) */
-        size_t fl = fork_load_bytes == SIZE_MAX ? o.budget : fork_load_bytes;
+        /* Default: the budget (a fork never holds more than twice it), but
+         * at least 16 MiB with a local file store, so that a shell under a
+         * tiny budget can still run $(...) and pipelines (forks that touch
+         * its heap); a network store keeps the budget, because a fork then
+         * waits on every page the store is slow to give back. */
+        size_t fl = fork_load_bytes;
+        if (fl == SIZE_MAX) {
+            bool local = !o.store || !strstr(o.store, "://");
+            fl = local && o.budget < FORK_LOAD_FLOOR ? FORK_LOAD_FLOOR : o.budget;
+        }
         m_engine.fork_load_pages = fl / M_PAGE_SIZE;
         err = m_region_init();
     }

@@ -1,7 +1,15 @@
 /*
- * cluster.c - the Redis Cluster backend: sealed records spread over the
- * primaries of a cluster,
- * "redis+cluster://[user:password@]host:port[,host:port...][?options]".
+ * cluster.c - the redis stores: sealed records spread over the primaries of
+ * a Redis Cluster,
+ * "redis+cluster://[user:password@]host:port[,host:port...][?options]",
+ * or kept in one server, "redis://[user:password@]host:port[/db][?options]".
+ *
+ * One server is a cluster of one node (cs->single): node 0 owns every hash
+ * slot for good, keys carry no group in their tag ("moat:{ID}:n"), a
+ * "refresh" reads INFO replication instead of CLUSTER SLOTS, and SELECT db
+ * follows AUTH on every connection.  Everything else below (batching,
+ * retries, WAIT, fencing, liveness, clean-up, gc, statistics) is the same
+ * code for both, so the single server has replicas and retries too.
  *
  * Routing.  At open the store asks the seeds, one after the other, for the
  * slot map (CLUSTER SLOTS) and keeps, for each of the 16384 hash slots, the
@@ -18,7 +26,10 @@
  * "moat:{ID}:alive" (EX 30), refreshed by submits at most every 10 s and,
  * when the instance is idle, by a thread of the store (cl_alive_main).
  * Every key of an instance starts with "moat:{ID", which is what close and
- * `moat store gc` SCAN every primary for.
+ * `moat store gc` SCAN every primary for.  An instance whose image ends
+ * without close (exec; exit under `moat run`) is found through a record per
+ * pid in /dev/shm and removed by the next image or by `moat run`'s sweep
+ * (see "Instances left behind by exec and by exit without close").
  *
  * Batching.  Each queue has one connection per node, opened when first
  * needed.  submit() appends each command to the connection of its node and
@@ -44,14 +55,19 @@
  * (connection lost), ECONNREFUSED, ETIMEDOUT, ENETDOWN (CLUSTERDOWN).
  * Never retried: EACCES (authentication), ENOSPC (OOM), EIO (a missing key
  * or a malformed value: never zeros), EREMOTEIO (too few replicas).
- * Connections that failed are fenced as in redis.c (CLIENT KILL ID on the
- * same node before any later command), so a late SET cannot overwrite a
- * newer record.
+ * Fencing: a connection that timed out may still have commands in the
+ * server's socket buffer, which a stopped or slow server runs later; a
+ * stale SET could then land after a newer write of the same slot.  So the
+ * CLIENT IDs of failed connections are kept per node, and the next
+ * pipeline of every queue to that node begins with CLIENT KILL ID for each
+ * (commands on one connection run in order).
  *
  * Options after '?': timeout=MS (a reply, default 5000), connect_timeout=MS
  * (2000), retry_timeout=MS (total retrying of one I/O, default 15000,
  * env MOAT_STORE_TIMEOUT through m_store_open_opts), replicas=N (0),
- * wait_timeout=MS (WAIT's own timeout, default 1000).
+ * wait_timeout=MS (WAIT's own timeout, default 1000), spin=US (poll
+ * without sleeping before waiting for replies, default 0: see cl_wait).
+ * The same for both schemes.
  */
 #include "store/cluster.h"
 #include "store/redis.h"
@@ -59,11 +75,15 @@
 
 #include "common/log.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -71,6 +91,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -93,6 +114,7 @@
 #define CL_REFRESH_MIN_MS     100
 #define CL_SCAN_COUNT         1000
 #define CL_MAX_REPLICAS       16
+#define CL_SPIN_US            0
 
 /* ---------------------------------------------------------------------------
  * CRC16 and hash slots
@@ -161,11 +183,14 @@ struct cl_node {
 struct cl_store {
     struct m_store base;
     char *user, *pass;
-    char name[256];  /* "redis+cluster://seed,seed": for logs, no password */
+    char name[256];  /* "redis+cluster://seed,seed" or "redis://host:port/db": no password */
     char prefix[40]; /* "moat:{ID" */
     unsigned nseeds; /* nodes[0..nseeds) are the seeds from the URI */
+    bool single;     /* redis://: one server, node 0, no slot map (see the banner) */
+    int db;          /* redis://: SELECT db on every connection */
     int timeout_ms, connect_timeout_ms, retry_timeout_ms, wait_timeout_ms;
     unsigned replicas;
+    int spin_us; /* poll without blocking this long before sleeping (cl_wait) */
 
     struct cl_node nodes[CL_MAX_NODES];
     _Atomic unsigned nnodes;              /* published nodes; appended under nodes_lock */
@@ -195,6 +220,8 @@ struct cl_store {
 
     _Atomic uint64_t reads, writes, bytes_read, bytes_written, errors, dels, fences;
     _Atomic uint64_t refreshes, failovers, retries, redirections, timeouts, wait_failures;
+    _Atomic uint64_t bytes_sent, bytes_received; /* protocol bytes written, values read */
+    pid_t exec_pid; /* recorded for exec in this pid's file (cl_exec_record), 0: not */
 };
 
 struct cl_conn {
@@ -218,8 +245,8 @@ struct cl_queue {
     struct cl_req *retry; /* I/Os waiting for their backoff */
     struct cl_req *due;   /* scratch for cl_run_retries */
     size_t nretry;
-    struct m_store_io **done; /* completed, not handed back yet */
-    size_t ndone;
+    struct m_store_io **done; /* completed, not handed back yet: a FIFO ring of depth */
+    size_t dhead, ndone;
     unsigned nio; /* I/Os submitted and not handed back */
 };
 
@@ -272,6 +299,44 @@ static bool cl_retryable(int err)
            err == EAGAIN || err == EHOSTUNREACH || err == ENETUNREACH;
 }
 
+/* ---------------------------------------------------------------------------
+ * Error mapping
+ * ------------------------------------------------------------------------- */
+
+/* The errno for a failed context.  hiredis keeps only the message, so the
+ * message is matched against the errno texts it was made from. */
+static int cl_ctx_errno(const redisContext *c)
+{
+    if (!c)
+        return ENOMEM;
+    if (c->err == REDIS_ERR_EOF)
+        return ECONNRESET;
+    if (c->err == REDIS_ERR_OOM)
+        return ENOMEM;
+    if (c->err == REDIS_ERR_IO) {
+        static const int known[] = {ECONNREFUSED, ETIMEDOUT,   EAGAIN, EINPROGRESS,  ECONNRESET,
+                                    EHOSTUNREACH, ENETUNREACH, EPIPE,  ECONNABORTED, EADDRNOTAVAIL};
+        for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+            if (strstr(c->errstr, strerror(known[i]))) {
+                int e = known[i];
+                /* A blocking read that hit SO_RCVTIMEO says EAGAIN. */
+                if (e == EAGAIN || e == EINPROGRESS)
+                    return ETIMEDOUT;
+                if (e == EPIPE || e == ECONNABORTED)
+                    return ECONNRESET;
+                return e;
+            }
+        }
+        if (strstr(c->errstr, "timed out") || strstr(c->errstr, "imeout"))
+            return ETIMEDOUT;
+    }
+    if (c->err == REDIS_ERR_OTHER && strstr(c->errstr, "resolve"))
+        return EHOSTUNREACH;
+    return EIO;
+}
+
+/* The errno for an error reply.  EAGAIN stands for the replies that ask to
+ * try again later; it is retried, never returned. */
 static int cl_reply_errno(const redisReply *r)
 {
     if (strncmp(r->str, "CLUSTERDOWN", 11) == 0)
@@ -279,31 +344,82 @@ static int cl_reply_errno(const redisReply *r)
     if (strncmp(r->str, "TRYAGAIN", 8) == 0 || strncmp(r->str, "LOADING", 7) == 0 ||
         strncmp(r->str, "READONLY", 8) == 0 || strncmp(r->str, "MASTERDOWN", 10) == 0)
         return EAGAIN;
-    return m_store_redis_reply_errno(r);
+    if (strncmp(r->str, "OOM", 3) == 0)
+        return ENOSPC;
+    if (strncmp(r->str, "NOAUTH", 6) == 0 || strncmp(r->str, "WRONGPASS", 9) == 0 ||
+        strncmp(r->str, "NOPERM", 6) == 0 || strstr(r->str, "invalid password"))
+        return EACCES;
+    return EIO;
 }
 
 static const char *cl_err_hint(int err)
 {
     switch (err) {
+    case ECONNREFUSED:
+        return "nothing listens there; is redis-server running?";
+    case ETIMEDOUT:
+        return "the server did not answer in time";
+    case ECONNRESET:
+        return "the server closed the connection";
+    case EACCES:
+        return "check the user and password in the store URI";
+    case ENOSPC:
+        return "the server reached maxmemory; raise it or use another store";
     case ENETDOWN:
         return "the cluster is down (CLUSTERDOWN: some hash slots have no primary)";
     case EREMOTEIO:
         return "too few replicas acknowledged the writes (WAIT); the pages stay resident";
     case EAGAIN:
-        return "the cluster asked to try again (migration, loading or a failover)";
+        return "the server asked to try again (migration, loading or a failover)";
     default:
-        return m_store_redis_err_hint(err);
+        return "";
     }
+}
+
+/* hiredis writes with write(2): to a server that went away that raises
+ * SIGPIPE, which would kill the program.  Writes are made with SIGPIPE
+ * blocked in the calling thread, and a SIGPIPE they raised is taken before
+ * unblocking (EPIPE tells the story). */
+struct cl_nopipe {
+    sigset_t old;
+    bool blocked; /* SIGPIPE was unblocked before, we blocked it */
+};
+
+static void cl_nopipe_begin(struct cl_nopipe *np)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    np->blocked =
+        pthread_sigmask(SIG_BLOCK, &set, &np->old) == 0 && !sigismember(&np->old, SIGPIPE);
+}
+
+static void cl_nopipe_end(struct cl_nopipe *np)
+{
+    if (!np->blocked)
+        return;
+    sigset_t set, pending;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
+        const struct timespec zero = {0, 0};
+        (void)sigtimedwait(&set, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &np->old, NULL);
 }
 
 /* ---------------------------------------------------------------------------
  * Keys
  * ------------------------------------------------------------------------- */
 
+/* "moat:{ID:G}:N" on a cluster (the tag spreads groups over the nodes),
+ * "moat:{ID}:N" on one server. */
 static size_t cl_key(const struct cl_store *cs, uint64_t slot, char *key)
 {
-    int n = snprintf(key, CL_KEY_MAX, "%s:%llu}:%llu", cs->prefix,
-                     (unsigned long long)(slot >> CL_GROUP_SHIFT), (unsigned long long)slot);
+    int n = cs->single
+                ? snprintf(key, CL_KEY_MAX, "%s}:%llu", cs->prefix, (unsigned long long)slot)
+                : snprintf(key, CL_KEY_MAX, "%s:%llu}:%llu", cs->prefix,
+                           (unsigned long long)(slot >> CL_GROUP_SHIFT), (unsigned long long)slot);
     return (size_t)n;
 }
 
@@ -356,14 +472,14 @@ static int cl_cmd_ok(struct cl_store *cs, struct cl_node *nd, redisContext *c, c
                      const char *fmt, ...)
 {
     va_list ap;
-    struct m_store_redis_nopipe np;
-    m_store_redis_nopipe_begin(&np);
+    struct cl_nopipe np;
+    cl_nopipe_begin(&np);
     va_start(ap, fmt);
     redisReply *r = redisvCommand(c, fmt, ap);
     va_end(ap);
-    m_store_redis_nopipe_end(&np);
+    cl_nopipe_end(&np);
     if (!r) {
-        int err = m_store_redis_ctx_errno(c);
+        int err = cl_ctx_errno(c);
         m_error("store", "%s: node %s: %s failed: %s (%s) %s", cs->name, nd->addr, what, c->errstr,
                 strerror(err), cl_err_hint(err));
         return err;
@@ -385,7 +501,7 @@ static int cl_connect(struct cl_store *cs, int i, redisContext **out, long long 
     *out = NULL;
     redisContext *c = redisConnectWithTimeout(nd->host, nd->port, cl_tv(cs->connect_timeout_ms));
     if (!c || c->err) {
-        int err = m_store_redis_ctx_errno(c);
+        int err = cl_ctx_errno(c);
         if (!quiet)
             m_error("store", "%s: cannot connect to node %s: %s (%s) %s", cs->name, nd->addr,
                     c ? c->errstr : "out of memory", strerror(err), cl_err_hint(err));
@@ -399,13 +515,15 @@ static int cl_connect(struct cl_store *cs, int i, redisContext **out, long long 
         err = cl_cmd_ok(cs, nd, c, "AUTH", "AUTH %s %s", cs->user, cs->pass);
     else if (cs->pass)
         err = cl_cmd_ok(cs, nd, c, "AUTH", "AUTH %s", cs->pass);
+    if (!err && cs->db)
+        err = cl_cmd_ok(cs, nd, c, "SELECT", "SELECT %d", cs->db);
     if (!err && id) {
-        struct m_store_redis_nopipe np;
-        m_store_redis_nopipe_begin(&np);
+        struct cl_nopipe np;
+        cl_nopipe_begin(&np);
         redisReply *r = redisCommand(c, "CLIENT ID");
-        m_store_redis_nopipe_end(&np);
+        cl_nopipe_end(&np);
         if (!r)
-            err = m_store_redis_ctx_errno(c);
+            err = cl_ctx_errno(c);
         else
             *id = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
         if (r)
@@ -417,6 +535,33 @@ static int cl_connect(struct cl_store *cs, int i, redisContext **out, long long 
     }
     *out = c;
     return 0;
+}
+
+/* Connect to node i and run one command on that new connection.  The
+ * reply, or NULL with *err set (a refusal is not NULL: the caller looks);
+ * *cp is the connection (or NULL), which the caller frees. */
+static redisReply *cl_node_vcommand(struct cl_store *cs, int i, bool quiet, redisContext **cp,
+                                    int *err, const char *fmt, va_list ap)
+{
+    *err = cl_connect(cs, i, cp, NULL, quiet);
+    if (*err)
+        return NULL;
+    struct cl_nopipe np;
+    cl_nopipe_begin(&np);
+    redisReply *r = redisvCommand(*cp, fmt, ap);
+    cl_nopipe_end(&np);
+    *err = r ? 0 : cl_ctx_errno(*cp);
+    return r;
+}
+
+static redisReply *cl_node_command(struct cl_store *cs, int i, bool quiet, redisContext **cp,
+                                   int *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = cl_node_vcommand(cs, i, quiet, cp, err, fmt, ap);
+    va_end(ap);
+    return r;
 }
 
 /* ---------------------------------------------------------------------------
@@ -447,10 +592,10 @@ static int cl_node_find(struct cl_store *cs, const char *host, size_t hlen, int 
  */
 static void cl_count_replicas(struct cl_store *cs, redisContext *c)
 {
-    struct m_store_redis_nopipe np;
-    m_store_redis_nopipe_begin(&np);
+    struct cl_nopipe np;
+    cl_nopipe_begin(&np);
     redisReply *r = redisCommand(c, "CLUSTER NODES");
-    m_store_redis_nopipe_end(&np);
+    cl_nopipe_end(&np);
     if (!r)
         return;
     if (r->type != REDIS_REPLY_STRING) {
@@ -515,16 +660,11 @@ static void cl_count_replicas(struct cl_store *cs, redisContext *c)
 static int cl_refresh_from(struct cl_store *cs, int i, bool quiet)
 {
     redisContext *c = NULL;
-    int err = cl_connect(cs, i, &c, NULL, true);
-    if (err)
-        return err;
-    struct m_store_redis_nopipe np;
-    m_store_redis_nopipe_begin(&np);
-    redisReply *r = redisCommand(c, "CLUSTER SLOTS");
-    m_store_redis_nopipe_end(&np);
+    int err = 0;
+    redisReply *r = cl_node_command(cs, i, true, &c, &err, "CLUSTER SLOTS");
     if (!r) {
-        err = m_store_redis_ctx_errno(c);
-        redisFree(c);
+        if (c)
+            redisFree(c);
         return err;
     }
     if (r->type == REDIS_REPLY_ERROR) {
@@ -596,10 +736,55 @@ static int cl_refresh_from(struct cl_store *cs, int i, bool quiet)
     return 0;
 }
 
+/*
+ * One server has no slot map to refresh: a refresh checks that it answers
+ * and counts its replicas that are online (INFO replication lists each as
+ * "slaveK:ip=...,state=online,..."), for the same reason as
+ * cl_count_replicas: with replicas=N, writes are refused at once while
+ * fewer are attached instead of each batch waiting out WAIT, and resume as
+ * soon as one is back.
+ */
+static int cl_refresh_single(struct cl_store *cs, bool quiet)
+{
+    redisContext *c = NULL;
+    int err = 0;
+    redisReply *r = cl_node_command(cs, 0, quiet, &c, &err, "INFO replication");
+    if (!r) {
+        /* err says why */
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        err = cl_reply_errno(r);
+        if (!quiet)
+            m_error("store", "%s: INFO replication refused: %s (%s) %s", cs->name, r->str,
+                    strerror(err), cl_err_hint(err));
+    } else if (r->type == REDIS_REPLY_STRING) {
+        int online = 0;
+        for (const char *line = r->str; line && *line;) {
+            const char *eol = strchr(line, '\n');
+            size_t len = eol ? (size_t)(eol - line) : strlen(line);
+            if (len > 6 && strncmp(line, "slave", 5) == 0 && line[5] >= '0' && line[5] <= '9' &&
+                memmem(line, len, "state=online", 12))
+                online++;
+            line = eol ? eol + 1 : NULL;
+        }
+        atomic_store(&cs->nodes[0].replicas_seen, online);
+    }
+    if (r)
+        freeReplyObject(r);
+    if (c)
+        redisFree(c);
+    if (!err)
+        atomic_store(&cs->nodes[0].failed, false);
+    return err;
+}
+
 static int cl_refresh(struct cl_store *cs, bool quiet)
 {
     pthread_mutex_lock(&cs->refresh_lock);
     int err = ECONNREFUSED;
+    if (cs->single) {
+        err = cl_refresh_single(cs, quiet);
+        goto out;
+    }
     unsigned n = atomic_load_explicit(&cs->nnodes, memory_order_acquire);
     for (int pass = 0; pass < 2; pass++) {
         for (unsigned i = 0; i < n; i++) {
@@ -633,13 +818,15 @@ static void cl_maybe_refresh(struct cl_store *cs)
 
 static int cl_route(struct cl_store *cs, const char *key, size_t klen)
 {
+    if (cs->single)
+        return 0;
     unsigned hs = m_store_cluster_keyslot(key, klen);
     uint8_t node = atomic_load_explicit(&cs->slot_node[hs], memory_order_relaxed);
     return node == CL_NONE ? -1 : node;
 }
 
 /* ---------------------------------------------------------------------------
- * Store slots (as in redis.c: lowest reused first, freed after their DEL)
+ * Store slots: lowest reused first, freed after their DEL
  * ------------------------------------------------------------------------- */
 
 static int cl_map_grow(struct cl_store *cs, uint64_t slot)
@@ -649,6 +836,17 @@ static int cl_map_grow(struct cl_store *cs, uint64_t slot)
     size_t nwords = cs->nwords ? cs->nwords : 64;
     while (nwords <= slot / 64)
         nwords *= 2;
+    /* The DEL queue gets room for every slot the map can hold, here: a
+     * slot_free must not allocate.  Under `moat run` it is called from
+     * inside the allocator (its purger returning pages holds the
+     * allocator's lock), and a realloc there deadlocked on that lock. */
+    if (cs->cap_pending < nwords * 64) {
+        uint64_t *p = realloc(cs->pending, nwords * 64 * sizeof *p);
+        if (!p)
+            return ENOMEM;
+        cs->pending = p;
+        cs->cap_pending = nwords * 64;
+    }
     uint64_t *map = realloc(cs->map, nwords * sizeof *map);
     if (!map)
         return ENOMEM;
@@ -814,7 +1012,7 @@ static void cl_done(struct cl_store *cs, struct cl_queue *q, struct m_store_io *
             CL_ADD(cs->nodes[node].bytes_written, M_STORE_RECORD);
         }
     }
-    q->done[q->ndone++] = io;
+    q->done[(q->dhead + q->ndone++) % q->base.depth] = io;
 }
 
 /* A retryable failure of req at node: wait and retry, or give up when its
@@ -915,7 +1113,7 @@ static int cl_conn_ready(struct cl_store *cs, struct cl_queue *q, int i)
     struct cl_node *nd = &cs->nodes[i];
     if (!cn->c) {
         int64_t now = cl_now_ns();
-        if (now < cn->down_until_ns)
+        if (now < cn->down_until_ns && cs->retry_timeout_ms > 0)
             return cn->down_err;
         int err = cl_connect(cs, i, &cn->c, &cn->client_id, true);
         if (!err)
@@ -1049,16 +1247,17 @@ static void cl_flush(struct cl_store *cs, struct cl_queue *q)
             cn->unwaited = 0;
         }
         int wdone = 0;
-        struct m_store_redis_nopipe np;
-        m_store_redis_nopipe_begin(&np);
+        CL_ADD(cs->bytes_sent, sdslen(cn->c->obuf));
+        struct cl_nopipe np;
+        cl_nopipe_begin(&np);
         while (!wdone)
             if (redisBufferWrite(cn->c, &wdone) != REDIS_OK)
                 break;
-        m_store_redis_nopipe_end(&np);
+        cl_nopipe_end(&np);
         cn->dirty = false;
         CL_INC(cs->nodes[i].round_trips);
         if (!wdone)
-            cl_conn_fail(cs, q, (int)i, m_store_redis_ctx_errno(cn->c));
+            cl_conn_fail(cs, q, (int)i, cl_ctx_errno(cn->c));
     }
 }
 
@@ -1132,6 +1331,7 @@ static void cl_on_reply(struct cl_store *cs, struct cl_queue *q, int i, redisRep
         if (!enough && cn->nheld) {
             CL_INC(cs->wait_failures);
             CL_INC(nd->wait_failures);
+            atomic_store(&cs->refresh_wanted, true); /* a replica gone shows in the refresh */
             cl_log_once(cs, EREMOTEIO,
                         "node %s: %zu writes reached %lld of the %u replicas asked for within "
                         "%d ms%s%s; they fail and their pages stay resident",
@@ -1213,6 +1413,7 @@ static void cl_on_reply(struct cl_store *cs, struct cl_queue *q, int i, redisRep
         cl_done(cs, q, io, EIO, i);
     } else {
         memcpy(io->buf, r->str, M_STORE_RECORD);
+        CL_ADD(cs->bytes_received, r->len);
         cl_done(cs, q, io, 0, i);
     }
 }
@@ -1294,6 +1495,35 @@ static int cl_submit(struct m_store_queue *bq, struct m_store_io *const *ios, si
     return 0;
 }
 
+/*
+ * Waiting for replies.  A thread blocked in poll() is woken by the reply's
+ * arrival through the scheduler, which on a virtual machine can cost as
+ * much as the round trip to a server on loopback (DESIGN.md: a blocked
+ * wake-up on another CPU ~65 us against ~21 us spinning).  With the URI
+ * option spin=US the waiting thread first polls without blocking for up to
+ * that long, yielding the CPU between polls (a server on the same CPU
+ * runs).  It is off by default: on this 2-vCPU machine, with the
+ * server on the same machine and other work running, the spinning thread
+ * takes the CPU the server needs, and one faulting thread's random
+ * page-ins were slower with it (docs/redis.md, "Waiting for replies").
+ */
+static int cl_wait(struct cl_store *cs, struct pollfd *pfd, nfds_t np, int64_t wait_ns)
+{
+    if (wait_ns > 0 && cs->spin_us > 0 && np > 0) {
+        int64_t until = cl_now_ns() + (int64_t)cs->spin_us * 1000;
+        if (until > cl_now_ns() + wait_ns)
+            until = cl_now_ns() + wait_ns;
+        do {
+            int k = poll(pfd, np, 0);
+            if (k != 0)
+                return k;
+            sched_yield(); /* a server sharing this CPU runs meanwhile */
+        } while (cl_now_ns() < until);
+    }
+    int ms = (int)((wait_ns + 999999) / 1000000);
+    return poll(pfd, np, ms);
+}
+
 static void cl_run_retries(struct cl_store *cs, struct cl_queue *q, int64_t now)
 {
     if (!q->nretry)
@@ -1327,7 +1557,10 @@ static int cl_reap(struct m_store_queue *bq, struct m_store_io **done, size_t ma
         min = q->nio;
     for (;;) {
         while (got < max && q->ndone) {
-            done[got++] = q->done[--q->ndone]; /* completions have no order */
+            /* In completion order: on one server, the order of submission. */
+            done[got++] = q->done[q->dhead];
+            q->dhead = (q->dhead + 1) % q->base.depth;
+            q->ndone--;
             q->nio--;
         }
         if (got >= max || q->nio == 0)
@@ -1372,8 +1605,23 @@ static int cl_reap(struct m_store_queue *bq, struct m_store_io **done, size_t ma
             *ndone = got;
             return EIO;
         }
-        int ms = (int)((wait_ns + 999999) / 1000000);
-        int k = poll(pfd, np, ms);
+        if (np == 1 && q->nretry == 0 && got < min && cs->spin_us == 0) {
+            /* One connection to wait for and nothing else to do (a page-in
+             * on one server): a blocking read, bounded by the socket's
+             * timeout (the command timeout, set at connect), saves the
+             * poll() of every page-in. */
+            struct cl_conn *cn = &q->conns[idx[0]];
+            if (redisBufferRead(cn->c) != REDIS_OK) {
+                cl_drain(cs, q, idx[0]);
+                if (cn->c)
+                    cl_conn_fail(cs, q, idx[0], cl_ctx_errno(cn->c));
+                continue;
+            }
+            cn->progress_ns = cl_now_ns();
+            cl_drain(cs, q, idx[0]);
+            continue;
+        }
+        int k = cl_wait(cs, pfd, np, wait_ns);
         if (k <= 0) {
             if (got >= min)
                 break;
@@ -1388,7 +1636,7 @@ static int cl_reap(struct m_store_queue *bq, struct m_store_io **done, size_t ma
             if (redisBufferRead(cn->c) != REDIS_OK) {
                 cl_drain(cs, q, idx[j]); /* replies that came before the failure */
                 if (cn->c)
-                    cl_conn_fail(cs, q, idx[j], m_store_redis_ctx_errno(cn->c));
+                    cl_conn_fail(cs, q, idx[j], cl_ctx_errno(cn->c));
                 continue;
             }
             cl_drain(cs, q, idx[j]);
@@ -1468,12 +1716,18 @@ static void cl_queue_free(struct m_store_queue *bq)
  * URI, open, close
  * ------------------------------------------------------------------------- */
 
-static int cl_bad_uri(const char *rest, const char *why)
+static int cl_bad_uri(const struct cl_store *cs, const char *rest, const char *why)
 {
-    m_error("store",
-            "store URI \"redis+cluster:%s\": %s (expected "
-            "redis+cluster://[user:password@]host:port[,host:port...][?options])",
-            rest, why);
+    if (cs->single)
+        m_error("store",
+                "store URI \"redis:%s\": %s (expected "
+                "redis://[user:password@]host:port[/db][?options])",
+                rest, why);
+    else
+        m_error("store",
+                "store URI \"redis+cluster:%s\": %s (expected "
+                "redis+cluster://[user:password@]host:port[,host:port...][?options])",
+                rest, why);
     return EINVAL;
 }
 
@@ -1505,11 +1759,9 @@ static int cl_parse_opts(struct cl_store *cs, const char *rest, const char *opts
     static const struct {
         const char *name;
         long lo, hi;
-    } known[] = {{"timeout", 1, 3600000},
-                 {"connect_timeout", 1, 3600000},
-                 {"retry_timeout", 0, 3600000},
-                 {"replicas", 0, CL_MAX_REPLICAS},
-                 {"wait_timeout", 1, 3600000}};
+    } known[] = {{"timeout", 1, 3600000},       {"connect_timeout", 1, 3600000},
+                 {"retry_timeout", 0, 3600000}, {"replicas", 0, CL_MAX_REPLICAS},
+                 {"wait_timeout", 1, 3600000},  {"spin", 0, 1000}};
     while (*opts) {
         size_t len = strcspn(opts, "&");
         const char *eq = memchr(opts, '=', len);
@@ -1520,18 +1772,19 @@ static int cl_parse_opts(struct cl_store *cs, const char *rest, const char *opts
                 break;
         if (k == sizeof known / sizeof known[0]) {
             m_error("store",
-                    "store URI \"redis+cluster:%s\": unknown option \"%.*s\" (known: timeout, "
-                    "connect_timeout, retry_timeout, replicas, wait_timeout)",
-                    rest, (int)klen, opts);
+                    "store URI \"%s:%s\": unknown option \"%.*s\" (known: timeout, "
+                    "connect_timeout, retry_timeout, replicas, wait_timeout, spin)",
+                    cs->single ? "redis" : "redis+cluster", rest, (int)klen, opts);
             return EINVAL;
         }
         long v = 0;
         if (!eq ||
             cl_parse_long(eq + 1, (size_t)(opts + len - eq - 1), known[k].lo, known[k].hi, &v)) {
             m_error("store",
-                    "store URI \"redis+cluster:%s\": option \"%.*s\" must be a whole number "
+                    "store URI \"%s:%s\": option \"%.*s\" must be a whole number "
                     "from %ld to %ld",
-                    rest, (int)len, opts, known[k].lo, known[k].hi);
+                    cs->single ? "redis" : "redis+cluster", rest, (int)len, opts, known[k].lo,
+                    known[k].hi);
             return EINVAL;
         }
         switch (k) {
@@ -1547,8 +1800,11 @@ static int cl_parse_opts(struct cl_store *cs, const char *rest, const char *opts
         case 3:
             cs->replicas = (unsigned)v;
             break;
-        default:
+        case 4:
             cs->wait_timeout_ms = (int)v;
+            break;
+        default:
+            cs->spin_us = (int)v;
             break;
         }
         opts += len + (opts[len] == '&');
@@ -1559,7 +1815,9 @@ static int cl_parse_opts(struct cl_store *cs, const char *rest, const char *opts
 static int cl_parse_uri(struct cl_store *cs, const char *rest)
 {
     if (strncmp(rest, "//", 2) != 0)
-        return cl_bad_uri(rest, "it must start with redis+cluster://");
+        return cl_bad_uri(cs, rest,
+                          cs->single ? "it must start with redis://"
+                                     : "it must start with redis+cluster://");
     const char *p = rest + 2;
     const char *end = p + strcspn(p, "/?");
     const char *at = NULL;
@@ -1569,7 +1827,7 @@ static int cl_parse_uri(struct cl_store *cs, const char *rest)
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         if (!colon)
-            return cl_bad_uri(rest, "credentials must be user:password@ (user may be empty)");
+            return cl_bad_uri(cs, rest, "credentials must be user:password@ (user may be empty)");
         if (colon > p && !(cs->user = strndup(p, (size_t)(colon - p))))
             return ENOMEM;
         if (!(cs->pass = strndup(colon + 1, (size_t)(at - colon - 1))))
@@ -1577,7 +1835,7 @@ static int cl_parse_uri(struct cl_store *cs, const char *rest)
         p = at + 1;
     }
     if (p == end)
-        return cl_bad_uri(rest, "no seed node");
+        return cl_bad_uri(cs, rest, cs->single ? "the host is missing" : "no seed node");
     size_t off = (size_t)snprintf(cs->name, sizeof cs->name, "redis+cluster://");
     while (p < end) {
         const char *e = memchr(p, ',', (size_t)(end - p));
@@ -1588,12 +1846,14 @@ static int cl_parse_uri(struct cl_store *cs, const char *rest)
             if (*x == ':')
                 colon = x;
         if (!colon)
-            return cl_bad_uri(rest, "a seed's port is missing");
+            return cl_bad_uri(cs, rest,
+                              cs->single ? "the port is missing" : "a seed's port is missing");
         if (colon == p)
-            return cl_bad_uri(rest, "a seed's host is missing");
+            return cl_bad_uri(cs, rest,
+                              cs->single ? "the host is missing" : "a seed's host is missing");
         long port = 0;
         if (cl_parse_long(colon + 1, (size_t)(e - colon - 1), 1, 65535, &port))
-            return cl_bad_uri(rest, "a port must be a number from 1 to 65535");
+            return cl_bad_uri(cs, rest, "a port must be a number from 1 to 65535");
         const char *h = p;
         size_t hlen = (size_t)(colon - p);
         if (h[0] == '[' && hlen > 2 && h[hlen - 1] == ']') {
@@ -1603,31 +1863,49 @@ static int cl_parse_uri(struct cl_store *cs, const char *rest)
         for (size_t i = 0; i < hlen; i++)
             if ((unsigned char)h[i] <= ' ' || h[i] == '@' || h[i] == '[' || h[i] == ']' ||
                 (h[i] == ':' && h == p))
-                return cl_bad_uri(rest, "a host contains an invalid character");
+                return cl_bad_uri(cs, rest, "a host contains an invalid character");
         if (cl_node_get(cs, h, hlen, (int)port) < 0)
-            return cl_bad_uri(rest, "too many seeds, or a host name too long");
+            return cl_bad_uri(cs, rest, "too many seeds, or a host name too long");
         if (off < sizeof cs->name)
             off += (size_t)snprintf(cs->name + off, sizeof cs->name - off, "%s%.*s:%ld",
                                     cs->nseeds ? "," : "", (int)hlen, h, port);
         cs->nseeds++;
         p = e < end ? e + 1 : e;
         if (e < end && p == end)
-            return cl_bad_uri(rest, "a seed is empty");
+            return cl_bad_uri(cs, rest, "a seed is empty");
     }
-    if (*end == '/')
-        return cl_bad_uri(rest, "a cluster has no databases: remove the /db");
-    if (*end == '?') {
-        int rc = cl_parse_opts(cs, rest, end + 1);
+    const char *opts = end;
+    if (cs->single) {
+        if (cs->nseeds != 1)
+            return cl_bad_uri(cs, rest, "one server only (for a cluster use redis+cluster://)");
+        if (*end == '/') {
+            const char *d = end + 1;
+            size_t dlen = strcspn(d, "?");
+            long db = 0;
+            if (dlen && cl_parse_long(d, dlen, 0, INT_MAX, &db))
+                return cl_bad_uri(cs, rest, "the database after '/' must be a number");
+            cs->db = (int)db;
+            opts = d + dlen;
+        }
+        snprintf(cs->name, sizeof cs->name, "redis://%s:%d/%d", cs->nodes[0].host,
+                 cs->nodes[0].port, cs->db);
+    } else if (*end == '/') {
+        return cl_bad_uri(cs, rest, "a cluster has no databases: remove the /db");
+    }
+    if (*opts == '?') {
+        int rc = cl_parse_opts(cs, rest, opts + 1);
         if (rc)
             return rc;
+    } else if (*opts) {
+        return cl_bad_uri(cs, rest, "unexpected text after host:port");
     }
     if (cs->replicas && cs->timeout_ms <= cs->wait_timeout_ms) {
         /* WAIT holds its reply up to wait_timeout: the connection would
          * time out first and every write would be retried. */
         m_error("store",
-                "store URI \"redis+cluster:%s\": timeout (%d ms) must be longer than "
+                "store URI \"%s:%s\": timeout (%d ms) must be longer than "
                 "wait_timeout (%d ms) when replicas are asked for",
-                rest, cs->timeout_ms, cs->wait_timeout_ms);
+                cs->single ? "redis" : "redis+cluster", rest, cs->timeout_ms, cs->wait_timeout_ms);
         return EINVAL;
     }
     return 0;
@@ -1650,12 +1928,13 @@ static void cl_destroy(struct cl_store *cs)
     free(cs);
 }
 
-static struct cl_store *cl_new(void)
+static struct cl_store *cl_new(bool single)
 {
     struct cl_store *cs = calloc(1, sizeof *cs);
     if (!cs)
         return NULL;
-    cs->base.ops = &m_store_cluster_ops;
+    cs->single = single;
+    cs->base.ops = single ? &m_store_redis_ops : &m_store_cluster_ops;
     pthread_mutex_init(&cs->lock, NULL);
     pthread_mutex_init(&cs->nodes_lock, NULL);
     pthread_mutex_init(&cs->refresh_lock, NULL);
@@ -1669,9 +1948,22 @@ static struct cl_store *cl_new(void)
     cs->connect_timeout_ms = CL_CONNECT_TIMEOUT_MS;
     cs->retry_timeout_ms = CL_RETRY_TIMEOUT_MS;
     cs->wait_timeout_ms = CL_WAIT_TIMEOUT_MS;
+    cs->spin_us = CL_SPIN_US;
+    /* One server owns every hash slot: node 0, for good. */
     for (unsigned s = 0; s < CL_NSLOTS; s++)
-        atomic_init(&cs->slot_node[s], (uint8_t)CL_NONE);
+        atomic_init(&cs->slot_node[s], (uint8_t)(single ? 0 : CL_NONE));
     return cs;
+}
+
+/* Which nodes own hash slots now. */
+static void cl_primaries(struct cl_store *cs, bool primary[CL_MAX_NODES])
+{
+    memset(primary, 0, CL_MAX_NODES * sizeof *primary);
+    for (unsigned s = 0; s < CL_NSLOTS; s++) {
+        uint8_t k = atomic_load(&cs->slot_node[s]);
+        if (k != CL_NONE)
+            primary[k] = true;
+    }
 }
 
 /* The fewest replicas connected to any primary (INFO replication,
@@ -1680,23 +1972,16 @@ static struct cl_store *cl_new(void)
  * empty primary. */
 static int cl_min_replicas(struct cl_store *cs, unsigned *out)
 {
-    bool primary[CL_MAX_NODES] = {false};
-    for (unsigned s = 0; s < CL_NSLOTS; s++) {
-        uint8_t k = atomic_load(&cs->slot_node[s]);
-        if (k != CL_NONE)
-            primary[k] = true;
-    }
+    bool primary[CL_MAX_NODES];
+    cl_primaries(cs, primary);
     unsigned minr = UINT_MAX;
     unsigned n = atomic_load_explicit(&cs->nnodes, memory_order_acquire);
     for (unsigned i = 0; i < n; i++) {
         if (!primary[i])
             continue;
         redisContext *c = NULL;
-        int err = cl_connect(cs, (int)i, &c, NULL, false);
-        if (err)
-            return err;
-        redisReply *r = redisCommand(c, "INFO replication");
-        err = r ? 0 : m_store_redis_ctx_errno(c);
+        int err = 0;
+        redisReply *r = cl_node_command(cs, (int)i, false, &c, &err, "INFO replication");
         unsigned nrep = 0;
         const char *p =
             r && r->type == REDIS_REPLY_STRING ? strstr(r->str, "connected_slaves:") : NULL;
@@ -1704,7 +1989,8 @@ static int cl_min_replicas(struct cl_store *cs, unsigned *out)
             nrep = (unsigned)strtoul(p + 17, NULL, 10);
         if (r)
             freeReplyObject(r);
-        redisFree(c);
+        if (c)
+            redisFree(c);
         if (err)
             return err;
         if (nrep < minr)
@@ -1712,6 +1998,27 @@ static int cl_min_replicas(struct cl_store *cs, unsigned *out)
     }
     *out = minr == UINT_MAX ? 0 : minr;
     return 0;
+}
+
+/* redis:// naming a node of a cluster would see its keys answered with
+ * MOVED by the other nodes' hash slots, which one server does not follow:
+ * refuse it at open, as a cluster store refuses a server that is not a
+ * cluster node.  0, EPROTONOSUPPORT, or the errno of the connection. */
+static int cl_single_not_cluster(struct cl_store *cs)
+{
+    redisContext *c = NULL;
+    int err = 0;
+    redisReply *r = cl_node_command(cs, 0, false, &c, &err, "INFO cluster");
+    if (r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_enabled:1")) {
+        m_error("store", "%s: this server is a Redis Cluster node: use redis+cluster://%s",
+                cs->name, cs->nodes[0].addr);
+        err = EPROTONOSUPPORT;
+    }
+    if (r)
+        freeReplyObject(r);
+    if (c)
+        redisFree(c);
+    return err;
 }
 
 /* One synchronous command to the primary of key (open, close, gc). */
@@ -1723,17 +2030,10 @@ static redisReply *cl_key_command(struct cl_store *cs, const char *key, size_t k
     if (i < 0)
         return NULL;
     redisContext *c = NULL;
-    *err = cl_connect(cs, i, &c, NULL, false);
-    if (*err)
-        return NULL;
     va_list ap;
     va_start(ap, fmt);
-    struct m_store_redis_nopipe np;
-    m_store_redis_nopipe_begin(&np);
-    redisReply *r = redisvCommand(c, fmt, ap);
-    m_store_redis_nopipe_end(&np);
+    redisReply *r = cl_node_vcommand(cs, i, false, &c, err, fmt, ap);
     va_end(ap);
-    *err = r ? 0 : m_store_redis_ctx_errno(c);
     if (r && r->type == REDIS_REPLY_ERROR) {
         *err = cl_reply_errno(r);
         m_error("store", "%s: node %s refused: %s (%s) %s", cs->name, cs->nodes[i].addr, r->str,
@@ -1741,7 +2041,8 @@ static redisReply *cl_key_command(struct cl_store *cs, const char *key, size_t k
         freeReplyObject(r);
         r = NULL;
     }
-    redisFree(c);
+    if (c)
+        redisFree(c);
     return r;
 }
 
@@ -1768,8 +2069,8 @@ static bool cl_map_complete(struct cl_store *cs)
 static void *cl_alive_main(void *arg)
 {
     struct cl_store *cs = arg;
-    struct m_store_redis_nopipe np;
-    m_store_redis_nopipe_begin(&np); /* for the life of the thread */
+    struct cl_nopipe np;
+    cl_nopipe_begin(&np); /* for the life of the thread */
     pthread_mutex_lock(&cs->alive_lock);
     while (!cs->alive_stop) {
         struct timespec ts;
@@ -1811,13 +2112,15 @@ static void *cl_alive_main(void *arg)
         pthread_mutex_lock(&cs->alive_lock);
     }
     pthread_mutex_unlock(&cs->alive_lock);
-    m_store_redis_nopipe_end(&np);
+    cl_nopipe_end(&np);
     return NULL;
 }
 
-static int cl_open(const char *rest, struct m_store **out)
+static void cl_exec_record(struct cl_store *cs);
+
+static int cl_open_any(const char *rest, bool single, struct m_store **out)
 {
-    struct cl_store *cs = cl_new();
+    struct cl_store *cs = cl_new(single);
     if (!cs)
         return ENOMEM;
     int rc = cl_parse_uri(cs, rest);
@@ -1832,21 +2135,25 @@ static int cl_open(const char *rest, struct m_store **out)
     unsigned minr = 0;
     rc = cl_refresh(cs, false);
     if (rc) {
-        m_error("store", "%s: no seed answered CLUSTER SLOTS: %s %s", cs->name, strerror(rc),
-                cl_err_hint(rc));
+        if (!single)
+            m_error("store", "%s: no seed answered CLUSTER SLOTS: %s %s", cs->name, strerror(rc),
+                    cl_err_hint(rc));
         goto fail;
     }
     if (!cl_map_complete(cs)) {
         rc = ENETDOWN;
         goto fail;
     }
+    if (single && (rc = cl_single_not_cluster(cs)) != 0)
+        goto fail;
     if (cs->replicas && (rc = cl_min_replicas(cs, &minr)) != 0)
         goto fail;
     if (cs->replicas > minr) {
         m_error("store",
-                "%s: replicas=%u asked for, but some primary has only %u replica(s): every "
+                "%s: replicas=%u asked for, but %s has only %u replica(s) attached: every "
                 "eviction would fail (%s)",
-                cs->name, cs->replicas, minr, strerror(EREMOTEIO));
+                cs->name, cs->replicas, single ? "the server" : "some primary", minr,
+                strerror(EREMOTEIO));
         rc = EREMOTEIO;
         goto fail;
     }
@@ -1858,16 +2165,17 @@ static int cl_open(const char *rest, struct m_store **out)
         goto fail;
     freeReplyObject(r);
     atomic_store(&cs->alive_at, cl_now_ns() / 1000000000);
+    cl_exec_record(cs);
     if (pthread_create(&cs->alive_thread, NULL, cl_alive_main, cs) == 0)
         cs->alive_started = true;
     else
         m_warn("store", "%s: no liveness thread; the liveness key is refreshed by I/O only",
                cs->name);
     m_info("store",
-           "store %s: %u nodes known, keys %s:G}:N, timeout %d ms, retry timeout %d ms, "
+           "store %s: %u nodes known, keys %s%s, timeout %d ms, retry timeout %d ms, "
            "replicas %u (WAIT %d ms)",
-           cs->name, atomic_load(&cs->nnodes), cs->prefix, cs->timeout_ms, cs->retry_timeout_ms,
-           cs->replicas, cs->wait_timeout_ms);
+           cs->name, atomic_load(&cs->nnodes), cs->prefix, single ? "}:N" : ":G}:N", cs->timeout_ms,
+           cs->retry_timeout_ms, cs->replicas, cs->wait_timeout_ms);
     *out = &cs->base;
     return 0;
 fail:
@@ -1875,61 +2183,83 @@ fail:
     return rc;
 }
 
-/* Remove every key matching pattern from every primary: SCAN, then UNLINK
- * key by key in one pipeline per SCAN page (keys of one page may live in
- * different hash slots, which a multi-key UNLINK refuses). */
+static int cl_open(const char *rest, struct m_store **out)
+{
+    return cl_open_any(rest, false, out);
+}
+
+static int cl_open_single(const char *rest, struct m_store **out)
+{
+    return cl_open_any(rest, true, out);
+}
+
+/* One page of SCAN results (an array reply of keys) on connection c. */
+typedef int (*cl_scan_fn)(struct cl_store *cs, redisContext *c, const redisReply *keys, void *arg);
+
+/* SCAN node i for pattern, calling fn for each page until the cursor comes
+ * back to 0.  0, the errno of the connection or of a refusal, or fn's. */
+static int cl_scan_node(struct cl_store *cs, int i, const char *pattern, cl_scan_fn fn, void *arg)
+{
+    redisContext *c = NULL;
+    int err = cl_connect(cs, i, &c, NULL, false);
+    char cursor[32] = "0";
+    while (!err) {
+        redisReply *r =
+            redisCommand(c, "SCAN %s MATCH %s COUNT %d", cursor, pattern, CL_SCAN_COUNT);
+        if (!r) {
+            err = cl_ctx_errno(c);
+            break;
+        }
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+            err = r->type == REDIS_REPLY_ERROR ? cl_reply_errno(r) : EIO;
+            freeReplyObject(r);
+            break;
+        }
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        err = fn(cs, c, r->element[1], arg);
+        freeReplyObject(r);
+        if (strcmp(cursor, "0") == 0)
+            break;
+    }
+    if (c)
+        redisFree(c);
+    return err;
+}
+
+/* UNLINK the keys of one SCAN page key by key, in one pipeline (keys of one
+ * page may live in different hash slots, which a multi-key UNLINK refuses);
+ * arg counts what was removed. */
+static int cl_unlink_page(struct cl_store *cs, redisContext *c, const redisReply *keys, void *arg)
+{
+    (void)cs;
+    uint64_t *nremoved = arg;
+    for (size_t k = 0; k < keys->elements; k++)
+        redisAppendCommand(c, "UNLINK %b", keys->element[k]->str, keys->element[k]->len);
+    for (size_t k = 0; k < keys->elements; k++) {
+        void *u = NULL;
+        if (redisGetReply(c, &u) != REDIS_OK || !u)
+            return cl_ctx_errno(c);
+        redisReply *ur = u;
+        if (ur->type == REDIS_REPLY_INTEGER)
+            *nremoved += (uint64_t)ur->integer;
+        freeReplyObject(ur);
+    }
+    return 0;
+}
+
+/* Remove every key matching pattern from every primary. */
 static int cl_remove_keys(struct cl_store *cs, const char *pattern, uint64_t *nremoved)
 {
     *nremoved = 0;
     unsigned n = atomic_load_explicit(&cs->nnodes, memory_order_acquire);
-    bool primary[CL_MAX_NODES] = {false};
-    for (unsigned s = 0; s < CL_NSLOTS; s++) {
-        uint8_t k = atomic_load(&cs->slot_node[s]);
-        if (k != CL_NONE)
-            primary[k] = true;
-    }
+    bool primary[CL_MAX_NODES];
+    cl_primaries(cs, primary);
     int first_err = 0;
     for (unsigned i = 0; i < n; i++) {
         if (!primary[i])
             continue;
-        redisContext *c = NULL;
-        int err = cl_connect(cs, (int)i, &c, NULL, false);
-        char cursor[32] = "0";
-        while (!err) {
-            redisReply *r =
-                redisCommand(c, "SCAN %s MATCH %s COUNT %d", cursor, pattern, CL_SCAN_COUNT);
-            if (!r) {
-                err = m_store_redis_ctx_errno(c);
-                break;
-            }
-            if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-                r->element[0]->type != REDIS_REPLY_STRING ||
-                r->element[1]->type != REDIS_REPLY_ARRAY) {
-                err = r->type == REDIS_REPLY_ERROR ? cl_reply_errno(r) : EIO;
-                freeReplyObject(r);
-                break;
-            }
-            snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
-            redisReply *keys = r->element[1];
-            for (size_t k = 0; k < keys->elements; k++)
-                redisAppendCommand(c, "UNLINK %b", keys->element[k]->str, keys->element[k]->len);
-            for (size_t k = 0; !err && k < keys->elements; k++) {
-                void *u = NULL;
-                if (redisGetReply(c, &u) != REDIS_OK || !u) {
-                    err = m_store_redis_ctx_errno(c);
-                    break;
-                }
-                redisReply *ur = u;
-                if (ur->type == REDIS_REPLY_INTEGER)
-                    *nremoved += (uint64_t)ur->integer;
-                freeReplyObject(ur);
-            }
-            freeReplyObject(r);
-            if (strcmp(cursor, "0") == 0)
-                break;
-        }
-        if (c)
-            redisFree(c);
+        int err = cl_scan_node(cs, (int)i, pattern, cl_unlink_page, nremoved);
         if (err) {
             m_warn("store", "%s: removing keys %s from node %s: %s", cs->name, pattern,
                    cs->nodes[i].addr, strerror(err));
@@ -1938,6 +2268,362 @@ static int cl_remove_keys(struct cl_store *cs, const char *pattern, uint64_t *nr
         }
     }
     return first_err;
+}
+
+/* ---------------------------------------------------------------------------
+ * Instances left behind by exec and by exit without close
+ *
+ * execve replaces the image without running destructors, and a program
+ * under `moat run` never closes its store (the preload keeps the engine
+ * running through exit: exit handlers and the final stdio flush may still
+ * read evicted pages, so no key can go before the process is gone).  Such
+ * an instance's keys would stay until `moat store gc` ran after its
+ * liveness key expired; shells and wrapper scripts exec and fork all the
+ * time, so a run left thousands.
+ *
+ * So every open records "image T of process P (start time S, pid namespace
+ * N) has instance ID on store NAME" in a small file of its own pid,
+ * /dev/shm/moat-redis-<uid>-<pid> (tmpfs: gone at reboot).  S is field 22
+ * of /proc/self/stat: an exec keeps the pid and S, a pid reused later has
+ * another S.  T is a random token drawn once per image.
+ *  - An open that finds its pid's file written by another image of the same
+ *    process (same S and N, another T: an exec) or by an earlier process
+ *    with this pid (another S) removes the instances listed there on its own
+ *    store: their image is gone.  A fork child inherits T but has another
+ *    pid, so it never reads or writes its parent's file, and a child that
+ *    execs removes only what its own pid left.
+ *  - Close removes its line, and the file with the last one.
+ *  - `moat run`, once its program has exited, sweeps (m_store_redis_sweep):
+ *    for every file of the user whose process is gone (no /proc/P, another
+ *    start time there, or a zombie), it removes the instances on its store.
+ *    A process that is still running is left alone, so this never touches
+ *    a live instance.
+ * All of it is best effort: a failure is a log line, never a failed open,
+ * and what is left stays for `moat store gc`.  Commands still in the
+ * server's socket buffer when an image is replaced could in theory land
+ * after the new image's SCAN; gc covers that too.
+ * ------------------------------------------------------------------------- */
+
+#define CL_EXEC_DIR    "/dev/shm/"
+#define CL_EXEC_MAX    8192 /* bytes of one file: about 60 instances of one image */
+#define CL_EXEC_HEADER "moat-redis-exec start=%llu ns=%llu token=%016llx\n"
+
+static pthread_mutex_t cl_exec_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t cl_exec_once = PTHREAD_ONCE_INIT;
+static unsigned long long cl_exec_token; /* this image's */
+
+static void cl_exec_token_init(void)
+{
+    if (getrandom(&cl_exec_token, sizeof cl_exec_token, 0) != (ssize_t)sizeof cl_exec_token)
+        cl_exec_token =
+            (unsigned long long)cl_now_ns() ^ (unsigned long long)(uintptr_t)&cl_exec_token;
+}
+
+/* State (field 3) and start time (field 22) of a /proc/PID/stat file. */
+static int cl_exec_stat(const char *path, char *state, unsigned long long *start)
+{
+    char buf[1024];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    int err = n < 0 ? errno : EIO;
+    close(fd);
+    if (n <= 0)
+        return err;
+    buf[n] = '\0';
+    /* the command name (field 2) may hold spaces and ')': skip past its end */
+    char *p = strrchr(buf, ')');
+    if (!p || sscanf(p + 1, " %c", state) != 1)
+        return EIO;
+    for (int field = 2; p && field < 22; field++)
+        p = strchr(p + 1, ' ');
+    if (!p || sscanf(p + 1, "%llu", start) != 1)
+        return EIO;
+    return 0;
+}
+
+/* This process's start time and pid namespace, read afresh: a fork child
+ * inherits statics but not these.  0 or an errno. */
+static int cl_exec_self(unsigned long long *start, unsigned long long *ns)
+{
+    char state;
+    int err = cl_exec_stat("/proc/self/stat", &state, start);
+    if (err)
+        return err;
+    struct stat st;
+    if (stat("/proc/self/ns/pid", &st) != 0)
+        return errno;
+    *ns = (unsigned long long)st.st_ino;
+    return 0;
+}
+
+/* Whether process pid, started at start, has ended (a zombie has). */
+static bool cl_exec_gone(long pid, unsigned long long start)
+{
+    char path[64], state;
+    unsigned long long now;
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    int err = cl_exec_stat(path, &state, &now);
+    if (err)
+        return err == ENOENT || err == ESRCH;
+    return state == 'Z' || state == 'X' || now != start;
+}
+
+/* pid's file, opened for update: a regular file of ours (not something
+ * another user left in the shared directory); -1 otherwise. */
+static int cl_exec_open(long pid, bool create, char *path, size_t size)
+{
+    snprintf(path, size, CL_EXEC_DIR "moat-redis-%u-%ld", (unsigned)getuid(), pid);
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT : 0), 0600);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != getuid()) {
+        close(fd);
+        errno = EPERM;
+        return -1;
+    }
+    return fd;
+}
+
+/* Read the file into in (NUL-terminated) and parse its header: the header's
+ * length, 0 if there is none. */
+static size_t cl_exec_read(int fd, char in[CL_EXEC_MAX], unsigned long long *start,
+                           unsigned long long *ns, unsigned long long *token)
+{
+    ssize_t n = pread(fd, in, CL_EXEC_MAX - 1, 0);
+    in[n > 0 ? n : 0] = '\0';
+    int hlen = 0;
+    if (sscanf(in, "moat-redis-exec start=%llu ns=%llu token=%llx%n", start, ns, token, &hlen) !=
+            3 ||
+        in[hlen] != '\n')
+        return 0;
+    return (size_t)hlen + 1;
+}
+
+/* The entry at *line ("ID NAME\n"), advancing *line; false at the end.  An
+ * entry that does not parse has id 0. */
+static bool cl_exec_entry(char **line, char **start, size_t *len, unsigned long long *id,
+                          char name[256])
+{
+    if (!**line)
+        return false;
+    char *next = strchr(*line, '\n');
+    next = next ? next + 1 : *line + strlen(*line);
+    *start = *line;
+    *len = (size_t)(next - *line);
+    if (sscanf(*line, "%16llx %255[^\n]", id, name) != 2)
+        *id = 0;
+    *line = next;
+    return true;
+}
+
+static void cl_exec_write(int fd, const char *text, size_t len)
+{
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, text, len, 0) != (ssize_t)len)
+        m_warn("store", "cannot write an exec record: %s", strerror(errno));
+}
+
+/* Remove the keys of dead instance id from this store. */
+static int cl_exec_remove(struct cl_store *cs, unsigned long long id, const char *whose,
+                          uint64_t *nkeys)
+{
+    char pattern[CL_KEY_MAX];
+    snprintf(pattern, sizeof pattern, "moat:{%016llx*", id);
+    uint64_t removed = 0;
+    struct cl_nopipe np;
+    cl_nopipe_begin(&np);
+    int rc = cl_remove_keys(cs, pattern, &removed);
+    cl_nopipe_end(&np);
+    if (rc)
+        m_warn("store",
+               "%s: could not remove the keys %s of %s: %s; `moat store gc` removes them once "
+               "its liveness key expires (%d s)",
+               cs->name, pattern, whose, strerror(rc), CL_ALIVE_TTL_S);
+    else
+        m_info("store", "%s: removed %llu keys %s of %s", cs->name, (unsigned long long)removed,
+               pattern, whose);
+    if (nkeys)
+        *nkeys += removed;
+    return rc;
+}
+
+/* At open (the store answers): remove what an earlier image of this pid
+ * left on this store, and record this instance. */
+static void cl_exec_record(struct cl_store *cs)
+{
+    unsigned long long start = 0, ns = 0;
+    int err = cl_exec_self(&start, &ns);
+    if (err) {
+        m_debug("store", "%s: no exec record (/proc/self: %s)", cs->name, strerror(err));
+        return;
+    }
+    pthread_once(&cl_exec_once, cl_exec_token_init);
+    unsigned long long self = strtoull(cs->prefix + strlen("moat:{"), NULL, 16);
+    pid_t pid = getpid();
+    char path[64];
+    static char in[CL_EXEC_MAX], out[CL_EXEC_MAX]; /* under cl_exec_lock */
+    pthread_mutex_lock(&cl_exec_lock);
+    int fd = cl_exec_open(pid, true, path, sizeof path);
+    if (fd < 0) {
+        m_warn("store",
+               "%s: cannot record this instance in %s (%s): if this program execs or exits "
+               "without closing its store, its keys stay until `moat store gc`",
+               cs->name, path, strerror(errno));
+        pthread_mutex_unlock(&cl_exec_lock);
+        return;
+    }
+    unsigned long long fstart = 0, fns = 0, ftoken = 0;
+    size_t hlen = cl_exec_read(fd, in, &fstart, &fns, &ftoken);
+    bool same_ns = hlen && fns == ns;
+    bool this_image = same_ns && fstart == start && ftoken == cl_exec_token;
+    const char *whose =
+        fstart == start ? "the image this process exec'd from" : "an earlier process with this pid";
+    size_t len = (size_t)snprintf(out, sizeof out, CL_EXEC_HEADER, start, ns, cl_exec_token);
+    char *line = in + hlen, *at, name[256];
+    size_t l;
+    unsigned long long id;
+    while (hlen && cl_exec_entry(&line, &at, &l, &id, name)) {
+        if (!id)
+            continue;
+        if (this_image) { /* another instance of this image: it stays */
+            if (len + l < sizeof out) {
+                memcpy(out + len, at, l);
+                len += l;
+            }
+        } else if (same_ns && strcmp(name, cs->name) == 0) {
+            (void)cl_exec_remove(cs, id, whose, NULL);
+        } else if (same_ns) {
+            m_info("store", "%s: %s left instance %016llx on %s; `moat store gc` removes it",
+                   cs->name, whose, id, name);
+        }
+    }
+    int n = snprintf(out + len, sizeof out - len, "%016llx %s\n", self, cs->name);
+    if (n > 0 && (size_t)n < sizeof out - len) {
+        len += (size_t)n;
+        cs->exec_pid = pid;
+    } else {
+        m_warn("store", "%s: %s is full: this instance's keys may stay until `moat store gc`",
+               cs->name, path);
+    }
+    cl_exec_write(fd, out, len);
+    close(fd);
+    pthread_mutex_unlock(&cl_exec_lock);
+}
+
+/* At close: this instance's keys are removed, so drop its line (and the
+ * file with the last).  Not in a fork child: the record is its parent's. */
+static void cl_exec_forget(struct cl_store *cs)
+{
+    if (!cs->exec_pid || cs->exec_pid != getpid())
+        return;
+    unsigned long long self = strtoull(cs->prefix + strlen("moat:{"), NULL, 16);
+    char path[64];
+    static char in[CL_EXEC_MAX], out[CL_EXEC_MAX]; /* under cl_exec_lock */
+    pthread_mutex_lock(&cl_exec_lock);
+    int fd = cl_exec_open(cs->exec_pid, false, path, sizeof path);
+    if (fd < 0) {
+        pthread_mutex_unlock(&cl_exec_lock);
+        return;
+    }
+    unsigned long long fstart = 0, fns = 0, ftoken = 0;
+    size_t hlen = cl_exec_read(fd, in, &fstart, &fns, &ftoken);
+    if (hlen && ftoken == cl_exec_token) {
+        size_t len = hlen, entries = 0, l;
+        memcpy(out, in, hlen);
+        char *line = in + hlen, *at, name[256];
+        unsigned long long id;
+        while (cl_exec_entry(&line, &at, &l, &id, name)) {
+            if (!id || id == self)
+                continue;
+            memcpy(out + len, at, l);
+            len += l;
+            entries++;
+        }
+        if (entries)
+            cl_exec_write(fd, out, len);
+        else
+            unlink(path);
+    }
+    close(fd);
+    pthread_mutex_unlock(&cl_exec_lock);
+}
+
+int m_store_redis_sweep(const char *uri, uint64_t *ninstances, uint64_t *nkeys)
+{
+    *ninstances = 0;
+    *nkeys = 0;
+    bool single = strncmp(uri, "redis://", 8) == 0;
+    if (!single && strncmp(uri, "redis+cluster://", 16) != 0)
+        return EINVAL;
+    unsigned long long start = 0, ns = 0;
+    if (cl_exec_self(&start, &ns) != 0)
+        return 0; /* no /proc: nothing was recorded either */
+    DIR *d = opendir(CL_EXEC_DIR);
+    if (!d)
+        return 0;
+    struct cl_store *cs = cl_new(single);
+    if (!cs) {
+        closedir(d);
+        return ENOMEM;
+    }
+    int rc = cl_parse_uri(cs, uri + (single ? strlen("redis:") : strlen("redis+cluster:")));
+    bool connected = false;
+    char prefix[48], path[64];
+    static char in[CL_EXEC_MAX], out[CL_EXEC_MAX]; /* under cl_exec_lock */
+    pthread_mutex_lock(&cl_exec_lock);
+    size_t plen = (size_t)snprintf(prefix, sizeof prefix, "moat-redis-%u-", (unsigned)getuid());
+    struct dirent *de;
+    while (!rc && (de = readdir(d)) != NULL) {
+        char *end;
+        if (strncmp(de->d_name, prefix, plen) != 0)
+            continue;
+        long pid = strtol(de->d_name + plen, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid())
+            continue;
+        int fd = cl_exec_open(pid, false, path, sizeof path);
+        if (fd < 0)
+            continue;
+        unsigned long long fstart = 0, fns = 0, ftoken = 0;
+        size_t hlen = cl_exec_read(fd, in, &fstart, &fns, &ftoken);
+        if (!hlen || fns != ns || !cl_exec_gone(pid, fstart)) {
+            close(fd);
+            continue;
+        }
+        size_t len = hlen, kept = 0, l;
+        memcpy(out, in, hlen);
+        char *line = in + hlen, *at, name[256];
+        unsigned long long id;
+        while (!rc && cl_exec_entry(&line, &at, &l, &id, name)) {
+            if (!id)
+                continue;
+            if (strcmp(name, cs->name) != 0) { /* on another store: its sweep's */
+                memcpy(out + len, at, l);
+                len += l;
+                kept++;
+                continue;
+            }
+            if (!connected && (rc = cl_refresh(cs, false)) == 0)
+                connected = true;
+            if (!rc && (rc = cl_exec_remove(cs, id, "an exited process", nkeys)) == 0)
+                (*ninstances)++;
+        }
+        if (rc)
+            ; /* the file stays for a later sweep */
+        else if (kept)
+            cl_exec_write(fd, out, len);
+        else
+            unlink(path);
+        close(fd);
+    }
+    pthread_mutex_unlock(&cl_exec_lock);
+    closedir(d);
+    if (rc)
+        m_warn("store", "%s: sweeping the instances of exited processes: %s %s",
+               cs->name[0] ? cs->name : "redis store", strerror(rc), cl_err_hint(rc));
+    cl_destroy(cs);
+    return rc;
 }
 
 static void cl_close(struct m_store *s)
@@ -1953,8 +2639,8 @@ static void cl_close(struct m_store *s)
         pthread_mutex_unlock(&cs->alive_lock);
         pthread_join(cs->alive_thread, NULL);
     }
-    struct m_store_redis_nopipe np;
-    m_store_redis_nopipe_begin(&np);
+    struct cl_nopipe np;
+    cl_nopipe_begin(&np);
     (void)cl_refresh(cs, true);
     char pattern[CL_KEY_MAX];
     snprintf(pattern, sizeof pattern, "%s*", cs->prefix);
@@ -1965,7 +2651,8 @@ static void cl_close(struct m_store *s)
                "%s: could not remove all of this instance's keys %s at close: %s; `moat store gc` "
                "removes them once the liveness key expires (%d s)",
                cs->name, pattern, strerror(rc), CL_ALIVE_TTL_S);
-    m_store_redis_nopipe_end(&np);
+    cl_nopipe_end(&np);
+    cl_exec_forget(cs);
     struct m_store_cluster_stats st;
     (void)m_store_cluster_stats(s, &st, NULL, 0, NULL);
     m_info("store",
@@ -1986,75 +2673,59 @@ static void cl_close(struct m_store *s)
 
 #define CL_GC_MAX_IDS 4096
 
-int m_store_cluster_gc(const char *uri, uint64_t *ninstances, uint64_t *nkeys)
+struct cl_gc_ids {
+    uint64_t id[CL_GC_MAX_IDS];
+    size_t n;
+};
+
+/* Instance ids on one SCAN page: "moat:{ID}:..." (one server, liveness
+ * keys) and "moat:{ID:G}:..." (a cluster's records). */
+static int cl_gc_collect(struct cl_store *cs, redisContext *c, const redisReply *keys, void *arg)
+{
+    (void)cs;
+    (void)c;
+    struct cl_gc_ids *ids = arg;
+    for (size_t k = 0; k < keys->elements; k++) {
+        unsigned long long id;
+        char after;
+        if (sscanf(keys->element[k]->str, "moat:{%16llx%c", &id, &after) != 2 ||
+            (after != '}' && after != ':'))
+            continue;
+        size_t j = 0;
+        while (j < ids->n && ids->id[j] != id)
+            j++;
+        if (j == ids->n && ids->n < CL_GC_MAX_IDS)
+            ids->id[ids->n++] = id;
+    }
+    return 0;
+}
+
+static int cl_gc(const char *uri, bool single, uint64_t *ninstances, uint64_t *nkeys)
 {
     *ninstances = 0;
     *nkeys = 0;
-    if (!uri || strncmp(uri, "redis+cluster:", 14) != 0) {
-        m_error("store", "store gc: \"%s\" is not a redis+cluster:// URI", uri ? uri : "(null)");
+    const char *scheme = single ? "redis:" : "redis+cluster:";
+    if (!uri || strncmp(uri, scheme, strlen(scheme)) != 0) {
+        m_error("store", "store gc: \"%s\" is not a %s// URI", uri ? uri : "(null)", scheme);
         return EINVAL;
     }
-    struct cl_store *cs = cl_new();
+    struct cl_store *cs = cl_new(single);
     if (!cs)
         return ENOMEM;
-    struct m_store_redis_nopipe np;
-    m_store_redis_nopipe_begin(&np);
-    int rc = cl_parse_uri(cs, uri + 14);
+    struct cl_nopipe np;
+    cl_nopipe_begin(&np);
+    int rc = cl_parse_uri(cs, uri + strlen(scheme));
     if (!rc)
         rc = cl_refresh(cs, false);
-    static uint64_t ids[CL_GC_MAX_IDS];
-    size_t nids = 0;
+    struct cl_gc_ids ids = {.n = 0};
     unsigned n = atomic_load(&cs->nnodes);
-    bool primary[CL_MAX_NODES] = {false};
-    for (unsigned s = 0; !rc && s < CL_NSLOTS; s++) {
-        uint8_t k = atomic_load(&cs->slot_node[s]);
-        if (k != CL_NONE)
-            primary[k] = true;
-    }
-    /* Instance ids present on any primary. */
-    for (unsigned i = 0; !rc && i < n; i++) {
-        if (!primary[i])
-            continue;
-        redisContext *c = NULL;
-        rc = cl_connect(cs, (int)i, &c, NULL, false);
-        char cursor[32] = "0";
-        while (!rc) {
-            redisReply *r =
-                redisCommand(c, "SCAN %s MATCH moat:{* COUNT %d", cursor, CL_SCAN_COUNT);
-            if (!r) {
-                rc = m_store_redis_ctx_errno(c);
-                break;
-            }
-            if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-                r->element[0]->type != REDIS_REPLY_STRING ||
-                r->element[1]->type != REDIS_REPLY_ARRAY) {
-                rc = r->type == REDIS_REPLY_ERROR ? cl_reply_errno(r) : EIO;
-                freeReplyObject(r);
-                break;
-            }
-            snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
-            redisReply *keys = r->element[1];
-            for (size_t k = 0; k < keys->elements; k++) {
-                unsigned long long id;
-                char after;
-                if (sscanf(keys->element[k]->str, "moat:{%16llx%c", &id, &after) != 2 ||
-                    (after != '}' && after != ':'))
-                    continue;
-                size_t j = 0;
-                while (j < nids && ids[j] != id)
-                    j++;
-                if (j == nids && nids < CL_GC_MAX_IDS)
-                    ids[nids++] = id;
-            }
-            freeReplyObject(r);
-            if (strcmp(cursor, "0") == 0)
-                break;
-        }
-        if (c)
-            redisFree(c);
-    }
-    for (size_t j = 0; !rc && j < nids; j++) {
-        snprintf(cs->prefix, sizeof cs->prefix, "moat:{%016llx", (unsigned long long)ids[j]);
+    bool primary[CL_MAX_NODES];
+    cl_primaries(cs, primary);
+    for (unsigned i = 0; !rc && i < n; i++)
+        if (primary[i])
+            rc = cl_scan_node(cs, (int)i, "moat:{*", cl_gc_collect, &ids);
+    for (size_t j = 0; !rc && j < ids.n; j++) {
+        snprintf(cs->prefix, sizeof cs->prefix, "moat:{%016llx", (unsigned long long)ids.id[j]);
         char key[CL_KEY_MAX];
         size_t klen = cl_alive_key(cs, key);
         redisReply *r = cl_key_command(cs, key, klen, &rc, "EXISTS %b", key, klen);
@@ -2078,9 +2749,19 @@ int m_store_cluster_gc(const char *uri, uint64_t *ninstances, uint64_t *nkeys)
     if (rc)
         m_error("store", "store gc %s: %s %s", cs->name[0] ? cs->name : uri, strerror(rc),
                 cl_err_hint(rc));
-    m_store_redis_nopipe_end(&np);
+    cl_nopipe_end(&np);
     cl_destroy(cs);
     return rc;
+}
+
+int m_store_cluster_gc(const char *uri, uint64_t *ninstances, uint64_t *nkeys)
+{
+    return cl_gc(uri, false, ninstances, nkeys);
+}
+
+int m_store_redis_gc(const char *uri, uint64_t *ninstances, uint64_t *nkeys)
+{
+    return cl_gc(uri, true, ninstances, nkeys);
 }
 
 /* ---------------------------------------------------------------------------
@@ -2104,7 +2785,7 @@ static void cl_stats(struct m_store *s, struct m_store_stats *out)
 int m_store_cluster_stats(struct m_store *s, struct m_store_cluster_stats *out,
                           struct m_store_cluster_node_stats *nodes, size_t max, size_t *nnodes)
 {
-    if (!s || !out || s->ops != &m_store_cluster_ops)
+    if (!s || !out || (s->ops != &m_store_cluster_ops && s->ops != &m_store_redis_ops))
         return EINVAL;
     struct cl_store *cs = cl_of(s);
     unsigned n = atomic_load_explicit(&cs->nnodes, memory_order_acquire);
@@ -2137,7 +2818,9 @@ int m_store_cluster_stats(struct m_store *s, struct m_store_cluster_stats *out,
     }
     /* Pages per node now: one hash per group of 16 store slots. */
     pthread_mutex_lock(&cs->lock);
-    for (uint64_t g = 0; g * 16 < cs->next; g++) {
+    if (cs->single)
+        nodes[0].pages = cs->used;
+    for (uint64_t g = 0; !cs->single && g * 16 < cs->next; g++) {
         uint64_t bits = (cs->map[g / 4] >> ((g % 4) * 16)) & 0xffff;
         if (!bits)
             continue;
@@ -2177,16 +2860,35 @@ static const char *cl_describe(struct m_store *s)
     return cl_of(s)->name;
 }
 
-const struct m_store_ops m_store_cluster_ops = {
-    .scheme = "redis+cluster",
-    .open = cl_open,
-    .close = cl_close,
-    .slot_alloc = cl_slot_alloc,
-    .slot_free = cl_slot_free,
-    .queue_new = cl_queue_new,
-    .queue_free = cl_queue_free,
-    .submit = cl_submit,
-    .reap = cl_reap,
-    .stats = cl_stats,
-    .describe = cl_describe,
-};
+int m_store_redis_stats(struct m_store *s, struct m_store_redis_stats *out)
+{
+    if (!s || !out || s->ops != &m_store_redis_ops)
+        return EINVAL;
+    struct cl_store *cs = cl_of(s);
+    struct m_store_cluster_stats st;
+    (void)m_store_cluster_stats(s, &st, NULL, 0, NULL);
+    out->round_trips = st.round_trips;
+    out->ios = st.ios;
+    out->dels = CL_GET(cs->dels);
+    out->fences = CL_GET(cs->fences);
+    out->bytes_sent = CL_GET(cs->bytes_sent);
+    out->bytes_received = CL_GET(cs->bytes_received);
+    out->errors = st.errors;
+    out->retries = st.retries;
+    out->wait_failures = st.wait_failures;
+    out->timeouts = st.timeouts;
+    out->replicas = cs->replicas;
+    snprintf(out->prefix, sizeof out->prefix, "%s}:", cs->prefix);
+    return 0;
+}
+
+/* Both schemes run the same engine; only the URI (and so the mode) differs. */
+#define CL_OPS(scheme_, open_)                                                                     \
+    {                                                                                              \
+        .scheme = scheme_, .open = open_, .close = cl_close, .slot_alloc = cl_slot_alloc,          \
+        .slot_free = cl_slot_free, .queue_new = cl_queue_new, .queue_free = cl_queue_free,         \
+        .submit = cl_submit, .reap = cl_reap, .stats = cl_stats, .describe = cl_describe,          \
+    }
+
+const struct m_store_ops m_store_redis_ops = CL_OPS("redis", cl_open_single);
+const struct m_store_ops m_store_cluster_ops = CL_OPS("redis+cluster", cl_open);

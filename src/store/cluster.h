@@ -1,7 +1,9 @@
 /*
  * cluster.h - the Redis Cluster backend (cluster.c): its ops table, the
  * hash-slot function it routes by, its per-node statistics and the garbage
- * collection of dead instances' keys over every primary.
+ * collection of dead instances' keys over every primary.  cluster.c also
+ * runs the single-server store (redis.h) as a cluster of one node, so
+ * m_store_cluster_stats answers for a redis:// store too.
  *
  * Private to the store layer, the command line (moat store gc) and tests.
  */
@@ -61,12 +63,13 @@ struct m_store_cluster_stats {
 };
 
 /* m_store_cluster_stats - the store's totals in *out and up to `max` nodes'
- * counters in nodes[0..*nnodes) (nodes may be NULL with max 0).  EINVAL if s
- * is not a cluster store.  Safe to call while I/O runs (counters are read
- * one by one, not as a snapshot).  With nodes, the per-node pages are
- * counted from the slot bitmap: one CRC16 per 16 allocated store slots,
- * under the slot lock (~2 ms for a million slots), so call it for a report,
- * not per fault. */
+ * counters in nodes[0..*nnodes) (nodes may be NULL with max 0).  EINVAL if
+ * s is not a redis store (redis:// or redis+cluster://).  Safe to call
+ * while I/O runs (counters are read one by one, not as a snapshot).  With
+ * nodes, a cluster's per-node pages are counted from the slot bitmap: one
+ * CRC16 per 16 allocated store slots, under the slot lock (~2 ms for a
+ * million slots), so call it for a report (the preload's publisher does,
+ * every interval), not per fault. */
 int m_store_cluster_stats(struct m_store *s, struct m_store_cluster_stats *out,
                           struct m_store_cluster_node_stats *nodes, size_t max, size_t *nnodes);
 

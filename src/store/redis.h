@@ -1,10 +1,15 @@
 /*
- * redis.h - what the redis backend (redis.c) offers beyond store.h: its
- * ops table and the counters that only a network store has.
+ * redis.h - the single-server redis store ("redis://"): its ops table, the
+ * counters only a network store has, and the garbage collection of dead
+ * instances' keys.
  *
- * Private to the store layer and its tests; when store.h grows these
- * counters (round trips, batching factor) for every backend, this header
- * folds into it.
+ * The store itself is the engine in cluster.c, run with one node and no
+ * slot map (see its banner): a single server gets the cluster's batching,
+ * retries with backoff, WAIT for replicas and fencing, from the same code.
+ * m_store_cluster_stats (cluster.h) also accepts a redis:// store and
+ * reports its one node.
+ *
+ * Private to the store layer, the command line (moat store gc) and tests.
  */
 #ifndef M_STORE_REDIS_H
 #define M_STORE_REDIS_H
@@ -14,17 +19,21 @@
 #include <stdint.h>
 
 struct m_store_redis_stats {
-    uint64_t round_trips;    /* pipelines written: one per submit */
+    uint64_t round_trips;    /* pipelines written */
     uint64_t ios;            /* reads and writes completed, failed ones too */
     uint64_t dels;           /* DELs of freed slots acknowledged */
     uint64_t fences;         /* CLIENT KILLs of failed connections acknowledged */
     uint64_t bytes_sent;     /* protocol bytes written */
     uint64_t bytes_received; /* value bytes read */
     uint64_t errors;         /* I/Os that failed */
-    char prefix[32];         /* "moat:{ID}:", this instance's key prefix */
+    uint64_t retries;        /* I/O retries after a failure (connection lost, timeout, LOADING) */
+    uint64_t wait_failures;  /* batches of writes refused for lack of replica acks */
+    uint64_t timeouts;       /* I/Os that gave up after retry_timeout (ETIMEDOUT) */
+    unsigned replicas;       /* WAIT for this many replicas after writes (0 = no WAIT) */
+    char prefix[48];         /* "moat:{ID}:", this instance's key prefix */
 };
 
-/* m_store_redis_stats - EINVAL if s is not a redis store.  The batching
+/* m_store_redis_stats - EINVAL if s is not a redis:// store.  The batching
  * factor is ios / round_trips. */
 int m_store_redis_stats(struct m_store *s, struct m_store_redis_stats *out);
 
@@ -34,28 +43,14 @@ int m_store_redis_stats(struct m_store *s, struct m_store_redis_stats *out);
  * connection's errno (ECONNREFUSED, EACCES, ETIMEDOUT, EIO). */
 int m_store_redis_gc(const char *uri, uint64_t *ninstances, uint64_t *nkeys);
 
-/* Shared with the cluster backend (cluster.c), which speaks the same
- * protocol to many servers. */
-struct redisContext;
-struct redisReply;
-
-/* m_store_redis_ctx_errno - the errno for a failed hiredis context:
- * ECONNREFUSED, ETIMEDOUT, ECONNRESET, EHOSTUNREACH, ENETUNREACH, ENOMEM or
- * EIO. */
-int m_store_redis_ctx_errno(const struct redisContext *c);
-/* m_store_redis_reply_errno - the errno for an error reply: ENOSPC for OOM,
- * EACCES for NOAUTH / WRONGPASS / NOPERM, EIO otherwise. */
-int m_store_redis_reply_errno(const struct redisReply *r);
-/* m_store_redis_err_hint - a sentence telling the user what to check. */
-const char *m_store_redis_err_hint(int err);
-
-/* Writes to a socket whose peer went away raise SIGPIPE; these bracket a
- * write so that it is an error (EPIPE) instead of the death of the program. */
-struct m_store_redis_nopipe {
-    uint64_t opaque[17]; /* a struct redis_nopipe: sigset_t and a flag */
-};
-void m_store_redis_nopipe_begin(struct m_store_redis_nopipe *np);
-void m_store_redis_nopipe_end(struct m_store_redis_nopipe *np);
+/* m_store_redis_sweep - remove from the store at `uri` ("redis://..." or
+ * "redis+cluster://...") the instances of this user's processes on this host
+ * that have ended without closing their store (exec, or exit under `moat
+ * run`), as recorded in /dev/shm/moat-redis-<uid>-<pid> (cluster.c, "Instances
+ * left behind by exec"); running processes' instances are never touched.
+ * Counts what it removed.  0, EINVAL for a bad URI, or the connection's
+ * errno (the records then stay for a later sweep). */
+int m_store_redis_sweep(const char *uri, uint64_t *ninstances, uint64_t *nkeys);
 
 extern const struct m_store_ops m_store_redis_ops;
 

@@ -9,8 +9,8 @@
  * without gets a message that says so, instead of a bare "unknown".
  */
 #include "store/store.h"
-#ifdef M_STORE_HAVE_REDIS
 #include "store/cluster.h"
+#ifdef M_STORE_HAVE_REDIS
 #include "store/redis.h"
 #endif
 
@@ -125,10 +125,10 @@ int m_store_open_opts(const char *uri, unsigned replicas, unsigned timeout_ms, s
     size_t n = uri ? store_scheme_len(uri) : 0;
     bool cluster = n == 13 && strncasecmp(uri, "redis+cluster", 13) == 0;
     bool single = n == 5 && strncasecmp(uri, "redis", 5) == 0;
-    if (replicas && !cluster) {
+    if (replicas && !cluster && !single) {
         m_error("store",
-                "store replicas=%u (MOAT_STORE_REPLICAS) needs a redis+cluster:// store; the "
-                "store is \"%s\"",
+                "store replicas=%u (MOAT_STORE_REPLICAS) needs a redis:// or redis+cluster:// "
+                "store; the store is \"%s\"",
                 replicas, uri ? uri : "(a temporary file)");
         return EINVAL;
     }
@@ -137,7 +137,7 @@ int m_store_open_opts(const char *uri, unsigned replicas, unsigned timeout_ms, s
     char extra[96];
     size_t off = 0;
     extra[0] = '\0';
-    const char *topt = cluster ? "retry_timeout" : "timeout";
+    const char *topt = "retry_timeout";
     if (replicas && !store_uri_has_opt(uri, "replicas"))
         off += (size_t)snprintf(extra + off, sizeof extra - off, "&replicas=%u", replicas);
     if (timeout_ms && !store_uri_has_opt(uri, topt))
@@ -160,6 +160,35 @@ void m_store_close(struct m_store *s)
     if (s)
         s->ops->close(s);
 }
+
+void m_store_sweep_exited(const char *uri)
+{
+#ifdef M_STORE_HAVE_REDIS
+    uint64_t ninstances = 0, nkeys = 0;
+    if (uri && strstr(uri, "://") && strncmp(uri, "redis", 5) == 0 &&
+        m_store_redis_sweep(uri, &ninstances, &nkeys) == 0 && ninstances)
+        m_info("store", "removed %llu keys of %llu instances of exited processes",
+               (unsigned long long)nkeys, (unsigned long long)ninstances);
+#else
+    (void)uri;
+#endif
+}
+
+#ifndef M_STORE_HAVE_REDIS
+/* Built without hiredis there is no redis store, so no store has network
+ * counters; the engine and the preload ask all the same. */
+int m_store_cluster_stats(struct m_store *s, struct m_store_cluster_stats *out,
+                          struct m_store_cluster_node_stats *nodes, size_t max, size_t *nnodes)
+{
+    (void)s;
+    (void)out;
+    (void)nodes;
+    (void)max;
+    if (nnodes)
+        *nnodes = 0;
+    return EINVAL;
+}
+#endif
 
 /* ---------------------------------------------------------------------------
  * Submit and wait

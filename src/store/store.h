@@ -94,13 +94,18 @@ struct m_store_queue {
 int m_store_open(const char *uri, struct m_store **out);
 /* m_store_open_opts - m_store_open with the options moat_init takes outside
  * the URI (struct moat_options, MOAT_STORE_REPLICAS, MOAT_STORE_TIMEOUT):
- * replicas > 0 needs a redis+cluster store (EINVAL otherwise, logged);
- * timeout_ms > 0 is the cluster's retry_timeout or the single server's
- * timeout, and is ignored by the file store.  An option the URI names
+ * replicas > 0 needs a redis:// or redis+cluster:// store (EINVAL
+ * otherwise, logged) and becomes its replicas=N; timeout_ms > 0 becomes
+ * its retry_timeout=MS, and is ignored by the file store.  An option the URI names
  * itself wins. */
 int m_store_open_opts(const char *uri, unsigned replicas, unsigned timeout_ms,
                       struct m_store **out);
 void m_store_close(struct m_store *s);
+/* m_store_sweep_exited - for a redis:// or redis+cluster:// uri, remove the
+ * keys of this user's ended processes that never closed their store (see
+ * m_store_redis_sweep; `moat run` calls it when its program has exited);
+ * nothing for other stores.  Best effort: failures are logged. */
+void m_store_sweep_exited(const char *uri);
 
 /* m_store_slot_alloc - a free slot (lowest freed slots are reused first so
  * the file stays compact).  ENOSPC if the backend has a size limit. */

@@ -2,7 +2,9 @@
  * cmd_plot.c - `moat plot TRACE.csv -o OUT.svg|OUT.png`: draw a `moat run
  * --trace` time series with gnuplot: resident, committed and evicted memory
  * over time, with the budget as a line.  The CSV's header is checked first,
- * so a wrong file gets a clear message rather than an empty plot.
+ * so a wrong file gets a clear message rather than an empty plot.  When the
+ * trace has a store nodes' file beside it (TRACE.csv.nodes.csv, written for
+ * a redis store), a second panel below shows the pages each node holds.
  */
 #include "cli.h"
 #include "run.h"
@@ -20,7 +22,8 @@ static void plot_usage(FILE *f)
     fprintf(f, "usage: moat plot TRACE.csv -o OUT.svg|OUT.png [--title TEXT]\n"
                "\n"
                "Draw resident, committed and evicted memory over time, and the budget,\n"
-               "from a trace written by `moat run --trace TRACE.csv`.  Needs gnuplot\n"
+               "from a trace written by `moat run --trace TRACE.csv`; with a redis store,\n"
+               "also the pages each store node holds (TRACE.csv.nodes.csv).  Needs gnuplot\n"
                "(Debian: gnuplot-nox).\n");
 }
 
@@ -29,6 +32,40 @@ static void plot_usage(FILE *f)
 static bool plot_quotable(const char *s)
 {
     return !strpbrk(s, "\"'\\\n");
+}
+
+/* The store nodes' file beside the trace: its path in path, the number of
+ * nodes (highest index + 1, at most M_STATS_BLOCK_NODES) as the result, and
+ * their addresses, space-separated, in titles (a gnuplot word list).  0 when
+ * there is no such file, or it is not one. */
+static unsigned plot_nodes(const char *in, char *path, size_t plen, char *titles, size_t tlen)
+{
+    snprintf(path, plen, "%s%s", in, M_RUN_TRACE_NODES_SUFFIX);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[1024];
+    char addr[M_STATS_BLOCK_NODES][64] = {{0}};
+    unsigned n = 0;
+    bool ok = fgets(line, sizeof line, f) &&
+              !strncmp(line, M_RUN_TRACE_NODES_HEADER, strlen(M_RUN_TRACE_NODES_HEADER));
+    while (ok && fgets(line, sizeof line, f)) {
+        double t;
+        unsigned i;
+        char a[64];
+        if (sscanf(line, "%lf,%u,%63[^,],", &t, &i, a) != 3 || i >= M_STATS_BLOCK_NODES)
+            continue;
+        snprintf(addr[i], sizeof addr[i], "%s", a);
+        if (i + 1 > n)
+            n = i + 1;
+    }
+    fclose(f);
+    size_t off = 0;
+    titles[0] = '\0';
+    for (unsigned i = 0; i < n && off < tlen; i++)
+        off += (size_t)snprintf(titles + off, tlen - off, "%s%s", i ? " " : "",
+                                addr[i][0] && plot_quotable(addr[i]) ? addr[i] : "?");
+    return ok ? n : 0;
 }
 
 int moat_cmd_plot(int argc, char **argv)
@@ -64,10 +101,16 @@ int moat_cmd_plot(int argc, char **argv)
     const char *in = argv[optind];
     const char *dot = strrchr(out, '.');
     const char *term = NULL;
+    char npath[4200], ntitles[M_STATS_BLOCK_NODES * 64];
+    unsigned nnodes = plot_nodes(in, npath, sizeof npath, ntitles, sizeof ntitles);
+    if (nnodes && !plot_quotable(npath))
+        nnodes = 0;
+    /* Taller with the nodes' panel below. */
     if (dot && !strcasecmp(dot, ".svg"))
-        term = "svg size 1000,560 dynamic background rgb 'white'";
+        term = nnodes ? "svg size 1000,960 dynamic background rgb 'white'"
+                      : "svg size 1000,560 dynamic background rgb 'white'";
     else if (dot && !strcasecmp(dot, ".png"))
-        term = "pngcairo size 1000,560";
+        term = nnodes ? "pngcairo size 1000,960" : "pngcairo size 1000,560";
     if (!term) {
         fprintf(stderr, "moat plot: -o '%s' must end in .svg or .png\n", out);
         return MOAT_EXIT_USAGE;
@@ -116,6 +159,7 @@ int moat_cmd_plot(int argc, char **argv)
         gp,
         "set terminal %s\n"
         "set output '%s'\n"
+        "%s"
         "set datafile separator ','\n"
         "set key autotitle columnhead top left\n"
         "set title '%s'\n"
@@ -127,11 +171,23 @@ int moat_cmd_plot(int argc, char **argv)
         "'' using 1:(mib($3)) with lines lw 2 lc rgb '#1f77b4' title 'resident', "
         "'' using 1:(mib($4)) with lines lw 2 lc rgb '#2ca02c' title 'committed', "
         "'' using 1:(mib($5)) with lines lw 2 lc rgb '#ff7f0e' title 'evicted (in the store)'%s\n",
-        term, out, title ? title : "moat run: memory over time", in,
+        term, out, nnodes ? "set multiplot layout 2,1\n" : "",
+        title ? title : "moat run: memory over time", in,
         alloc_cols ? ", '' using 1:($15 / 1048576.0) with lines lw 1.5 lc rgb '#9467bd' title "
                      "'malloc requested', '' using 1:($16 / 1048576.0) with lines lw 1.5 dt 3 "
                      "lc rgb '#8c564b' title 'malloc reserved'"
                    : "");
+    /* Columns of the nodes' file: see M_RUN_TRACE_NODES_HEADER (1 time_s,
+     * 2 node, 6 bytes held now). */
+    if (nnodes)
+        fprintf(gp,
+                "set title 'redis store: sealed pages each node holds (MiB)'\n"
+                "set key autotitle columnhead top left\n"
+                "nodes = '%s'\n"
+                "plot for [i=0:%u] '%s' using 1:(column(2) == i ? column(6) / 1048576.0 : 1/0) "
+                "with lines lw 2 title word(nodes, i + 1)\n"
+                "unset multiplot\n",
+                ntitles, nnodes - 1, npath);
     int st = pclose(gp);
     if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         fprintf(stderr, "moat plot: gnuplot failed (status %d)%s\n",

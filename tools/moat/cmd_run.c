@@ -21,6 +21,7 @@
 #include "run_config.h"
 
 #include "common/size.h"
+#include "store/store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -309,13 +310,12 @@ int moat_cmd_run(int argc, char **argv)
     }
     FILE *trace = NULL;
     if (trace_path) {
-        trace = fopen(trace_path, "w");
+        trace = m_run_trace_open(trace_path);
         if (!trace) {
             fprintf(stderr, "moat run: --trace '%s': %s\n", trace_path, strerror(errno));
             m_run_config_free(&rcfg);
             return MOAT_EXIT_CONFIG;
         }
-        fprintf(trace, "%s\n", M_RUN_TRACE_HEADER);
     }
 
     /* The environment the program starts with. */
@@ -387,7 +387,7 @@ int moat_cmd_run(int argc, char **argv)
         m_run_block_unlink(pid);
         fprintf(stderr, "moat run: cannot run '%s': %s\n", argv[optind], strerror(child_err));
         if (trace)
-            fclose(trace);
+            m_run_trace_close(trace);
         return MOAT_EXIT_RUNTIME;
     }
     blk = m_run_block_map(pid, NULL);
@@ -397,6 +397,8 @@ int moat_cmd_run(int argc, char **argv)
     uint64_t last_seq = 0;
     int status = 0;
     struct m_stats_block snap;
+    struct m_run_thrash thrash;
+    m_run_thrash_init(&thrash);
     for (;;) {
         pid_t r = waitpid(pid, &status, WNOHANG);
         if (r == pid)
@@ -411,10 +413,12 @@ int moat_cmd_run(int argc, char **argv)
         } else {
             usleep((useconds_t)interval_ms * 1000);
         }
-        if (trace && blk && m_run_block_read(blk, &snap) == 0 && snap.seq != last_seq &&
+        if (blk && m_run_block_read(blk, &snap) == 0 && snap.seq != last_seq &&
             snap.state != M_STATS_CREATED) {
             last_seq = snap.seq;
-            run_write_trace_row(trace, &snap);
+            if (trace)
+                run_write_trace_row(trace, &snap);
+            m_run_thrash_check(&thrash, &snap, stderr, argv[optind]);
         }
     }
     if (pidfd >= 0)
@@ -425,12 +429,16 @@ int moat_cmd_run(int argc, char **argv)
     if (trace) {
         if (have && snap.seq != last_seq)
             run_write_trace_row(trace, &snap);
-        fclose(trace);
+        m_run_trace_close(trace);
     }
     if (blk)
         munmap(blk, sizeof *blk);
     m_run_block_unlink(pid);
     m_run_block_sweep(getpid());
+    /* A program under moat never closes a redis store (its keys must outlive
+     * its exit handlers), and exec skips close too: what ended is removed
+     * now. */
+    m_store_sweep_exited(getenv("MOAT_STORE"));
 
     int code = WIFEXITED(status)     ? WEXITSTATUS(status)
                : WIFSIGNALED(status) ? 128 + WTERMSIG(status)

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -130,8 +132,79 @@ static const char *mib(uint64_t pages, char *buf, size_t n)
     return m_size_format((size_t)(pages * 4096), buf, n);
 }
 
+/* The nodes file of the trace opened by m_run_trace_open (one at a time:
+ * `moat run` writes one trace). */
+static struct {
+    FILE *trace; /* the trace it belongs to */
+    char *path;  /* FILE.nodes.csv */
+    FILE *nodes; /* NULL until a sample has store nodes */
+    bool failed; /* could not create it: said once */
+} trace_nodes;
+
+FILE *m_run_trace_open(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return NULL;
+    fprintf(f, "%s\n", M_RUN_TRACE_HEADER);
+    free(trace_nodes.path);
+    trace_nodes.path = NULL;
+    if (asprintf(&trace_nodes.path, "%s%s", path, M_RUN_TRACE_NODES_SUFFIX) < 0)
+        trace_nodes.path = NULL;
+    trace_nodes.trace = f;
+    trace_nodes.nodes = NULL;
+    trace_nodes.failed = false;
+    return f;
+}
+
+static void trace_nodes_rows(FILE *f, const struct m_stats_block *b)
+{
+    if (f != trace_nodes.trace || !trace_nodes.path || trace_nodes.failed || !b->store_nnodes)
+        return;
+    if (!trace_nodes.nodes) {
+        trace_nodes.nodes = fopen(trace_nodes.path, "w");
+        if (!trace_nodes.nodes) {
+            fprintf(stderr, "moat run: cannot write the store nodes' trace %s: %s\n",
+                    trace_nodes.path, strerror(errno));
+            trace_nodes.failed = true;
+            return;
+        }
+        fprintf(trace_nodes.nodes, "%s\n", M_RUN_TRACE_NODES_HEADER);
+    }
+    uint64_t n = b->store_nnodes < M_STATS_BLOCK_NODES ? b->store_nnodes : M_STATS_BLOCK_NODES;
+    for (uint64_t i = 0; i < n; i++) {
+        const struct m_stats_node *nd = &b->store_node[i];
+        char addr[sizeof nd->addr + 1];
+        memcpy(addr, nd->addr, sizeof nd->addr);
+        addr[sizeof nd->addr] = '\0';
+        addr[strcspn(addr, ",\"\n")] = '\0'; /* never breaks the CSV */
+        fprintf(trace_nodes.nodes,
+                "%.3f,%" PRIu64 ",%s,%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64
+                ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64
+                ",%" PRIu64 "\n",
+                (double)b->elapsed_ns / 1e9, i, addr, nd->primary, nd->pages, nd->bytes, nd->reads,
+                nd->writes, nd->bytes_read, nd->bytes_written, nd->round_trips, nd->retries,
+                nd->redirections, nd->conn_failures, nd->wait_failures, nd->failovers);
+    }
+}
+
+void m_run_trace_close(FILE *f)
+{
+    if (f && f == trace_nodes.trace) {
+        if (trace_nodes.nodes)
+            fclose(trace_nodes.nodes);
+        free(trace_nodes.path);
+        trace_nodes.path = NULL;
+        trace_nodes.nodes = NULL;
+        trace_nodes.trace = NULL;
+    }
+    if (f)
+        fclose(f);
+}
+
 void m_run_trace_row(FILE *f, const struct m_stats_block *b)
 {
+    trace_nodes_rows(f, b);
     const struct moat_stats *s = &b->stats;
     fprintf(f,
             "%.3f,%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64
@@ -182,12 +255,27 @@ void m_run_summary(FILE *f, const struct m_stats_block *b, int sig)
                 "moat: %s pinned at exit (allocator metadata); %" PRIu64
                 " evicted pages read back for fork children\n",
                 mib(s->resident_unreclaimable, b1, sizeof b1), s->fork_loaded_pages);
-    if (s->store_round_trips)
+    if (s->store_round_trips) {
+        uint64_t ios = 0;
+        for (uint64_t i = 0; i < b->store_nnodes && i < M_STATS_BLOCK_NODES; i++)
+            ios += b->store_node[i].reads + b->store_node[i].writes;
         fprintf(f,
-                "moat: cluster store: %" PRIu64 " nodes, %" PRIu64 " round trips, %" PRIu64
-                " retries, %" PRIu64 " redirections, %" PRIu64 " failovers\n",
-                s->store_nodes, s->store_round_trips, s->store_retries, s->store_redirections,
+                "moat: redis store: %" PRIu64 " node%s, %" PRIu64
+                " round trips (%.1f I/Os each), %" PRIu64 " retries, %" PRIu64
+                " redirections, %" PRIu64 " failovers\n",
+                s->store_nodes, s->store_nodes == 1 ? "" : "s", s->store_round_trips,
+                (double)ios / (double)s->store_round_trips, s->store_retries, s->store_redirections,
                 s->store_failovers);
+        for (uint64_t i = 0; i < b->store_nnodes && i < M_STATS_BLOCK_NODES; i++) {
+            const struct m_stats_node *nd = &b->store_node[i];
+            fprintf(f,
+                    "moat:   node %.48s%s: %" PRIu64 " pages (%s) now, %" PRIu64 " reads, %" PRIu64
+                    " writes, %" PRIu64 " round trips, %" PRIu64 " retries\n",
+                    nd->addr, nd->primary ? "" : " (not a primary now)", nd->pages,
+                    m_size_format((size_t)nd->bytes, b1, sizeof b1), nd->reads, nd->writes,
+                    nd->round_trips, nd->retries);
+        }
+    }
     if (s->store_errors || s->integrity_failures || s->faults_fatal)
         fprintf(f,
                 "moat: %" PRIu64 " store errors, %" PRIu64 " integrity failures, %" PRIu64
@@ -250,5 +338,26 @@ void m_run_json(FILE *f, const struct m_stats_block *b, int status)
     A(alloc_peak_reserved_bytes);
     A(alloc_foreign_frees);
 #undef A
+    /* The redis store's nodes (stats_block.h store_node[]), as in the
+     * trace's FILE.nodes.csv. */
+    fprintf(f, "  \"store_node\": [");
+    for (uint64_t i = 0; i < b->store_nnodes && i < M_STATS_BLOCK_NODES; i++) {
+        const struct m_stats_node *nd = &b->store_node[i];
+        char addr[sizeof nd->addr + 1];
+        memcpy(addr, nd->addr, sizeof nd->addr);
+        addr[sizeof nd->addr] = '\0';
+        addr[strcspn(addr, "\"\\")] = '\0';
+        fprintf(f,
+                "%s\n    {\"addr\": \"%s\", \"primary\": %s, \"pages\": %" PRIu64
+                ", \"bytes\": %" PRIu64 ", \"reads\": %" PRIu64 ", \"writes\": %" PRIu64
+                ", \"bytes_read\": %" PRIu64 ", \"bytes_written\": %" PRIu64
+                ", \"round_trips\": %" PRIu64 ", \"retries\": %" PRIu64
+                ", \"redirections\": %" PRIu64 ", \"conn_failures\": %" PRIu64
+                ", \"wait_failures\": %" PRIu64 ", \"failovers\": %" PRIu64 "}",
+                i ? "," : "", addr, nd->primary ? "true" : "false", nd->pages, nd->bytes, nd->reads,
+                nd->writes, nd->bytes_read, nd->bytes_written, nd->round_trips, nd->retries,
+                nd->redirections, nd->conn_failures, nd->wait_failures, nd->failovers);
+    }
+    fprintf(f, "%s],\n", b->store_nnodes ? "\n  " : "");
     fprintf(f, "  \"reclaim_ns\": %" PRIu64 "\n}\n", s->reclaim_ns);
 }

@@ -6,9 +6,11 @@
  * The config layer checks and derives the file for the platform of the run
  * (--edmm/--no-edmm/--sgx-mode, else feature.enable_edmm); the user space
  * and thread limits travel to libmoat_preload.so as environment variables.
- * At exit the peaks come from the statistics block: committed managed memory
- * for the user space, the thread peak counted by src/preload/tcs.c, and the
- * resident peak against the budget, which stands for the EPC.
+ * At exit the peaks come from the statistics block: for the user space, the
+ * memory the program touched (Init is committed at start, so the committed
+ * peak is at least Init whatever the program did; both are reported), the
+ * thread peak counted by src/preload/tcs.c, and the resident peak against
+ * the budget, which stands for the EPC.
  *
  * Headroom is the share of Max the peak left unused, (Max - peak) / Max: a
  * suggestion with headroom H is the peak / (1 - H), rounded up to whole MB.
@@ -129,7 +131,18 @@ void m_run_config_free(struct m_run_config *rc)
 void m_run_peaks_from_block(const struct m_stats_block *b, struct m_run_peaks *p)
 {
     const struct moat_stats *s = &b->stats;
-    p->user_bytes = s->peak_committed_pages * PAGE;
+    p->user_init = b->user_init_pages * PAGE;
+    p->user_committed = s->peak_committed_pages * PAGE;
+    p->user_bytes = p->user_committed;
+    if (b->user_init_pages) {
+        /* Init counts as committed from the start: the program's own peak is
+         * what it touched, and at least what it committed beyond Init. */
+        uint64_t beyond = s->peak_committed_pages > b->user_init_pages
+                              ? s->peak_committed_pages - b->user_init_pages
+                              : 0;
+        uint64_t used = b->user_peak_used_pages > beyond ? b->user_peak_used_pages : beyond;
+        p->user_bytes = used * PAGE;
+    }
     p->threads = b->threads_peak;
     p->resident = s->peak_resident_pages * PAGE;
     p->epc = s->budget_pages * PAGE;
@@ -264,9 +277,14 @@ static void report_max(FILE *f, const char *field, bool set, uint64_t conf, uint
 static void report_user(FILE *f, const struct m_config *cfg, const struct m_config_layout *l,
                         const struct m_run_peaks *p)
 {
-    char pk[32], in[48];
+    char pk[32], in[48], ci[32], cp[32];
     m_size_format(p->user_bytes, pk, sizeof pk);
     cfgfmt(l->user_space.init, in, sizeof in);
+    if (p->user_init) {
+        m_size_format(p->user_init, ci, sizeof ci);
+        m_size_format(p->user_committed, cp, sizeof cp);
+        fprintf(f, "moat: user space: %s committed at start, peak committed %s\n", ci, cp);
+    }
     fprintf(f, "moat: user space peaked at %s: ", pk);
     if (l->edmm)
         report_max(f, "user_space_max_size", cfg->user_space_max.set, cfg->user_space_max.nbytes,
@@ -388,9 +406,10 @@ static void json_config(FILE *f, const struct m_run_config *rc, const struct m_s
             l->compat == M_CONFIG_COMPAT_OCCLUM_TOOL ? "occlum-tool" : "guide");
     fprintf(f,
             "    \"user_space\": {\"init\": %" PRIu64 ", \"max\": %" PRIu64 ", \"peak\": %" PRIu64
-            ", \"headroom_pct\": %u, \"range\": %" PRIu64 "},\n",
+            ", \"headroom_pct\": %u, \"range\": %" PRIu64 ", \"committed_at_start\": %" PRIu64
+            ", \"peak_committed\": %" PRIu64 "},\n",
             l->user_space.init, l->user_space.max, p.user_bytes,
-            headroom(p.user_bytes, l->user_space.max), rc->range);
+            headroom(p.user_bytes, l->user_space.max), rc->range, p.user_init, p.user_committed);
     fprintf(f, "    \"threads\": {\"init\": %" PRIu64 ", \"max\": %" PRIu64 ", \"peak\": ",
             l->threads.init, l->threads.max);
     if (p.threads)

@@ -10,7 +10,8 @@
  *   MOAT_RANGE        the ELRANGE: user space Max, in bytes, page-rounded
  *   MOAT_USER_MAX     user space Max in bytes: managed mappings that do not
  *                     fit fail with ENOMEM instead of going to the kernel
- *   MOAT_USER_INIT    user space Init in bytes: committed at start
+ *   MOAT_USER_INIT    user space Init in bytes: committed at start, from the
+ *                     program heap's first data page on (preload.c)
  *   MOAT_THREADS_MAX  most live threads, main thread included (tcs.c)
  *   MOAT_BUDGET       the EPC (--epc), as --budget
  */
@@ -40,11 +41,14 @@ struct m_run_config {
 
 /* What a run measured, from its statistics. */
 struct m_run_peaks {
-    uint64_t user_bytes;    /* peak committed managed memory */
-    uint64_t threads;       /* peak live threads; 0 = not measured */
-    uint64_t resident;      /* peak resident bytes */
-    uint64_t epc;           /* the budget in bytes; 0 = unlimited */
-    uint64_t evicted_pages; /* pages sealed and evicted (written or clean) */
+    uint64_t user_bytes;     /* the program's user space peak: touched managed memory (peak
+                                committed managed memory when Init was not committed at start) */
+    uint64_t user_init;      /* bytes committed at start (MOAT_USER_INIT); 0 = none */
+    uint64_t user_committed; /* peak committed managed memory, Init included */
+    uint64_t threads;        /* peak live threads; 0 = not measured */
+    uint64_t resident;       /* peak resident bytes */
+    uint64_t epc;            /* the budget in bytes; 0 = unlimited */
+    uint64_t evicted_pages;  /* pages sealed and evicted (written or clean) */
 };
 
 /* A suggested resource_limits section.  Sizes are whole MB. */
