@@ -153,6 +153,15 @@ static void test_on_demand_first_touch(void **state)
     assert_int_equal(MT_STAT(committed_pages) - c1, 2);
     p[41 * PG] = 1; /* the page after the last fault: a stream, read ahead */
     assert_true(MT_STAT(committed_pages) - c1 > 3);
+    /* downwards too (a buffer filled from its end): a fault on the page
+     * below the last one commits a run below it */
+    uint64_t c2 = MT_STAT(committed_pages);
+    p[63 * PG] = 1;
+    assert_int_equal(MT_STAT(committed_pages) - c2, 1);
+    p[62 * PG] = 1;
+    assert_true(MT_STAT(committed_pages) - c2 > 3);
+    for (size_t i = 40; i < 64; i++)
+        assert_int_equal(p[i * PG + 9], 0);
     /* uncommit: contents are gone, the next touch commits a zero page */
     assert_int_equal(moat_uncommit(p, 64 * PG), 0);
     assert_int_equal(moat_uncommit(p, 64 * PG), 0); /* already uncommitted: fine */

@@ -251,61 +251,79 @@ static void fault_budget_exhausted(pid_t tid, uintptr_t addr)
 /* the source of zero-fill copies: in .bss, so it costs no file space and
  * reads as the kernel's zero page */
 static _Alignas(4096) uint8_t fault_zero_run[FAULT_ZERO_MAX * 4096];
-static _Atomic size_t fault_stream_next[FAULT_STREAMS];
-static _Atomic size_t fault_stream_len[FAULT_STREAMS]; /* pages of its last run */
-static _Atomic unsigned fault_stream_victim;
+/* Streams run up (fault_up: a heap growing, a sweep) or down (fault_down:
+ * GNU sort fills its buffer from both ends, stacks grow down); `next` is
+ * the page a stream expects next, 0 for none. */
+struct fault_streams {
+    _Atomic size_t next[FAULT_STREAMS];
+    _Atomic size_t len[FAULT_STREAMS]; /* pages of its last run */
+    _Atomic unsigned victim;
+};
+static struct fault_streams fault_up, fault_down;
 
-/* fault_stream_slot - the stream whose next expected page is index, or -1. */
-static int fault_stream_slot(size_t index)
+/* fault_stream_slot - the stream of t expecting index, or -1. */
+static int fault_stream_slot(struct fault_streams *t, size_t index)
 {
     for (int i = 0; i < FAULT_STREAMS; i++)
-        if (atomic_load_explicit(&fault_stream_next[i], memory_order_relaxed) == index)
+        if (atomic_load_explicit(&t->next[i], memory_order_relaxed) == index)
             return i;
     return -1;
 }
 
-/* fault_sequential - does a fault at index continue a stream? */
+/* fault_sequential - does a fault at index continue an upward stream? */
 static bool fault_sequential(size_t index)
 {
-    return index != 0 && fault_stream_slot(index) >= 0;
+    return index != 0 && fault_stream_slot(&fault_up, index) >= 0;
 }
 
-/* fault_zero_window - pages a first touch at index may install: 1 off a
- * stream; on one, twice its last run, at least fault_ahead, at most
- * FAULT_ZERO_MAX (and 1 when fault_ahead is 1: EMM's exact commit). */
-static size_t fault_zero_window(size_t index)
+/* fault_zero_window - pages a first touch at index may install along the
+ * streams of t: 1 off a stream; on one, twice its last run, at least
+ * fault_ahead, at most FAULT_ZERO_MAX (and 1 when fault_ahead is 1: EMM's
+ * exact commit). */
+static size_t fault_zero_window(struct fault_streams *t, size_t index)
 {
     size_t ahead = m_engine.fault_ahead;
-    int i = index != 0 && ahead > 1 ? fault_stream_slot(index) : -1;
+    int i = index != 0 && ahead > 1 ? fault_stream_slot(t, index) : -1;
     if (i < 0)
         return 1;
-    size_t w = 2 * atomic_load_explicit(&fault_stream_len[i], memory_order_relaxed);
+    size_t w = 2 * atomic_load_explicit(&t->len[i], memory_order_relaxed);
     if (w < ahead)
         w = ahead;
     return w > FAULT_ZERO_MAX ? FAULT_ZERO_MAX : w;
 }
 
-/* fault_stream_note - a fault at index installed n pages: the stream (old,
- * or a new one replacing the oldest) now expects index + n. */
+/* fault_stream_set - the stream of t that expected index (or a new one,
+ * replacing the oldest) ran n pages and now expects next. */
+static void fault_stream_set(struct fault_streams *t, size_t index, size_t next, size_t n)
+{
+    int i = fault_stream_slot(t, index);
+    if (i < 0)
+        i = (int)(atomic_fetch_add_explicit(&t->victim, 1, memory_order_relaxed) % FAULT_STREAMS);
+    atomic_store_explicit(&t->len[i], n, memory_order_relaxed);
+    atomic_store_explicit(&t->next[i], next, memory_order_relaxed);
+}
+
+/* fault_stream_note - a fault at index installed n pages upwards. */
 static void fault_stream_note(size_t index, size_t n)
 {
-    int i = fault_stream_slot(index);
-    if (i < 0)
-        i = (int)(atomic_fetch_add_explicit(&fault_stream_victim, 1, memory_order_relaxed) %
-                  FAULT_STREAMS);
-    atomic_store_explicit(&fault_stream_len[i], n, memory_order_relaxed);
-    atomic_store_explicit(&fault_stream_next[i], index + n, memory_order_relaxed);
+    fault_stream_set(&fault_up, index, index + n, n);
+}
+
+static void fault_streams_forget(struct fault_streams *t, size_t first, size_t end)
+{
+    for (int i = 0; i < FAULT_STREAMS; i++) {
+        size_t next = atomic_load_explicit(&t->next[i], memory_order_relaxed);
+        if (next >= first && next <= end)
+            atomic_store_explicit(&t->next[i], 0, memory_order_relaxed);
+    }
 }
 
 void m_fault_streams_forget(size_t first, size_t end)
 {
-    /* a stream that expected the range's first page is over too: that page
-     * is a fresh one now */
-    for (int i = 0; i < FAULT_STREAMS; i++) {
-        size_t next = atomic_load_explicit(&fault_stream_next[i], memory_order_relaxed);
-        if (next >= first && next <= end)
-            atomic_store_explicit(&fault_stream_next[i], 0, memory_order_relaxed);
-    }
+    /* a stream that expected the range's first page (or, downwards, its
+     * last) is over too: that page is a fresh one now */
+    fault_streams_forget(&fault_up, first, end);
+    fault_streams_forget(&fault_down, first > 0 ? first - 1 : 0, end);
 }
 
 /* fault_ahead_limit - how many pages from index a batch may cover. */
@@ -317,15 +335,27 @@ static size_t fault_ahead_limit(size_t index, const struct m_region_info *r, siz
     return left < want ? left : want;
 }
 
-/* fault_zero_fill - UNTOUCHED -> RESIDENT for index and, if r is given,
- * for the UNTOUCHED (or uncommitted, in a COMMIT_ON_DEMAND area) pages right
- * after it.  0, ENOMEM, or EAGAIN (state changed: re-derive). */
+/* fault_zero_fill - UNTOUCHED -> RESIDENT for index and, if r is given and
+ * the fault continues a stream, for the UNTOUCHED (or uncommitted, in a
+ * COMMIT_ON_DEMAND area) pages next to it in the stream's direction: above
+ * it for an upward stream, below it for a downward one.  0, ENOMEM, or
+ * EAGAIN (state changed, or the faulting page was not installed: re-derive).
+ * Page k of the run is index + k upwards, index - k downwards; the run is
+ * installed with one UFFDIO_COPY from its lowest page. */
 static int fault_zero_fill(size_t index, bool pin, const struct m_region_info *r)
 {
-    size_t limit = r ? fault_ahead_limit(index, r, fault_zero_window(index)) : 1;
+    size_t limit = r ? fault_ahead_limit(index, r, fault_zero_window(&fault_up, index)) : 1;
+    bool down = false;
+    if (r && limit == 1) {
+        size_t below = (m_engine_addr(index) - r->start) >> M_PAGE_SHIFT; /* pages under it */
+        size_t w = fault_zero_window(&fault_down, index);
+        limit = w <= below + 1 ? w : below + 1;
+        down = limit > 1;
+    }
     bool commit_ahead = r && (r->flags & MOAT_COMMIT_ON_DEMAND) && !r->handler;
     uint32_t fl[FAULT_ZERO_MAX], orig[FAULT_ZERO_MAX];
     size_t n = 0, ncommitted = 0;
+#define RUN_PAGE(k) (down ? index - (k) : index + (k))
     uint32_t f = m_page_lock(m_engine_page(index));
     if (m_page_state(f) != M_PS_UNTOUCHED) {
         m_page_unlock(m_engine_page(index), f);
@@ -334,7 +364,7 @@ static int fault_zero_fill(size_t index, bool pin, const struct m_region_info *r
     orig[n] = f;
     fl[n++] = f;
     while (n < limit) {
-        struct m_page *q = m_engine_page(index + n);
+        struct m_page *q = m_engine_page(RUN_PAGE(n));
         if (!m_page_trylock(q, &f))
             break;
         orig[n] = f;
@@ -352,30 +382,23 @@ static int fault_zero_fill(size_t index, bool pin, const struct m_region_info *r
     /* Charging under page locks is safe: reclaim only ever trylocks pages
      * (a locked page is skipped), so it cannot wait on ours. */
     bool charged = false;
-    if (n > 1) {
-        /* a window the budget cannot take at once shrinks to fault_ahead */
-        if (n > m_engine.fault_ahead && m_budget_try_charge(n) != 0) {
-            for (size_t k = m_engine.fault_ahead; k < n; k++)
-                m_page_unlock(m_engine_page(index + k), orig[k]);
-            for (size_t k = m_engine.fault_ahead; k < n; k++)
-                if (m_page_state(orig[k]) == M_PS_UNCOMMITTED && ncommitted)
-                    ncommitted--;
-            n = m_engine.fault_ahead;
-        } else if (n > m_engine.fault_ahead) {
+    size_t keep = n;
+    if (n > m_engine.fault_ahead && m_budget_try_charge(n) == 0)
+        charged = true;
+    else if (n > m_engine.fault_ahead)
+        keep = m_engine.fault_ahead; /* a window the budget cannot take at once */
+    if (!charged && keep > 1) {
+        if (m_budget_try_charge(keep) == 0)
             charged = true;
-        }
+        else
+            keep = 1; /* tight budget: keep the faulting page only */
     }
-    if (n > 1 && !charged) {
-        if (m_budget_try_charge(n) == 0) {
-            charged = true;
-        } else {
-            /* tight budget: give back the pages ahead, keep the faulting one */
-            for (size_t k = 1; k < n; k++)
-                m_page_unlock(m_engine_page(index + k), orig[k]);
-            ncommitted = 0;
-            n = 1;
-        }
+    for (size_t k = keep; k < n; k++) {
+        m_page_unlock(m_engine_page(RUN_PAGE(k)), orig[k]);
+        if (m_page_state(orig[k]) == M_PS_UNCOMMITTED)
+            ncommitted--;
     }
+    n = keep;
     if (!charged && m_budget_charge(1) != 0) {
         m_page_unlock(m_engine_page(index), fl[0]);
         return ENOMEM;
@@ -385,38 +408,52 @@ static int fault_zero_fill(size_t index, bool pin, const struct m_region_info *r
     /* counted before the copy: UFFDIO_COPY wakes the faulting thread, which
      * may read the statistics, or take its next fault, at once */
     m_counter_add(&m_engine.c.faults_commit, 1);
-    if (r)
-        fault_stream_note(index, n);
+    if (r) {
+        if (down) {
+            fault_stream_set(&fault_down, index, index >= n ? index - n : 0, n);
+        } else {
+            fault_stream_note(index, n);
+            if (n == 1) /* a lone fault may start a stream either way */
+                fault_stream_set(&fault_down, index, index ? index - 1 : 0, 1);
+        }
+    }
+    size_t base = down ? index - (n - 1) : index;
     struct uffdio_copy c = {
-        .dst = m_engine_addr(index), .src = (uintptr_t)fault_zero_run, .len = n * M_PAGE_SIZE};
+        .dst = m_engine_addr(base), .src = (uintptr_t)fault_zero_run, .len = n * M_PAGE_SIZE};
     while (ioctl(m_engine.uffd, UFFDIO_COPY, &c) != 0 && errno == EAGAIN)
         ;
-    /* c.copy: bytes installed, or a negative error; a page mapped meanwhile
-     * (EEXIST) ends the run early, and the pages after it stay untouched */
+    /* c.copy: bytes installed from the lowest page, or a negative error; a
+     * page mapped meanwhile (EEXIST) ends the run early, and the pages after
+     * it stay untouched */
     size_t done = c.copy > 0 ? (size_t)c.copy / M_PAGE_SIZE : 0;
-    if (c.copy == -EEXIST && done == 0)
+    if (c.copy == -EEXIST && done == 0 && !down)
         done = 1; /* the faulting page was mapped by someone else: fine */
     if (done == 0) {
         m_counter_sub(&m_engine.c.faults_commit, 1);
-        m_error("fault", "UFFDIO_COPY of zero pages at %#lx failed: %s",
-                (unsigned long)m_engine_addr(index), strerror((int)-c.copy));
+        if (c.copy != -EEXIST)
+            m_error("fault", "UFFDIO_COPY of zero pages at %#lx failed: %s",
+                    (unsigned long)m_engine_addr(base), strerror((int)-c.copy));
     }
     for (size_t k = 0; k < n; k++) {
-        struct m_page *q = m_engine_page(index + k);
+        struct m_page *q = m_engine_page(RUN_PAGE(k));
+        size_t off = down ? n - 1 - k : k; /* from the lowest page */
         f = fl[k];
-        if (k < done) {
+        if (off < done) {
             f = m_page_set_state(f, M_PS_RESIDENT) | M_PF_DIRTY;
             if (pin && k == 0) {
                 f |= M_PF_PINNED;
                 m_counter_add(&m_engine.c.unreclaimable, 1);
             } else {
-                f = m_reclaim_track(index + k, f);
+                f = m_reclaim_track(RUN_PAGE(k), f);
             }
         }
         m_page_unlock(q, f);
     }
+#undef RUN_PAGE
     if (n > done)
         m_budget_uncharge(n - done);
+    if (down && done < n)
+        return done || c.copy == -EEXIST ? EAGAIN : EIO; /* the faulting page is the top one */
     return done ? 0 : EIO;
 }
 
