@@ -140,7 +140,25 @@ struct moat_options {
                                   page stays resident; 0 = none (MOAT_STORE_REPLICAS, 0-16) */
     unsigned store_timeout_ms; /* redis stores: how long a page I/O may wait and retry before
                                   it fails; 0 = the store's default (MOAT_STORE_TIMEOUT, ms) */
+    int lazy;                  /* 1: lazy tracking (below); -1: pages are tracked from the
+                                  start; 0 = MOAT_LAZY (0 or 1), else -1.  The preload
+                                  library (moat run) defaults to 1 */
 };
+
+/*
+ * Lazy tracking.  While the pages of every area that is not RESERVE add up
+ * to no more than the budget's high watermark, no access can break the
+ * budget, so a lazy engine leaves first touches to the kernel: nothing is
+ * registered with userfaultfd and no fault reaches moat.  The first call that
+ * would take the areas above the watermark (or that needs exact page states:
+ * moat_commit_data, moat_modify_type, moat_pin, moat_modify_permissions over
+ * pages never committed) starts tracking: the range is registered, and every
+ * page the kernel gave meanwhile (present or swapped, from
+ * /proc/self/pagemap) becomes a committed, resident, dirty page charged to
+ * the budget.  From then on the engine is exactly as without lazy tracking.
+ * Before that, moat_stats samples resident pages (mincore) and counts no
+ * faults; an unlimited budget never starts tracking.  See docs/design.md.
+ */
 
 /*
  * moat_init - start the engine.  opts may be NULL for defaults; each field
@@ -269,6 +287,13 @@ struct moat_stats {
     uint64_t store_retries;
     uint64_t store_redirections;
     uint64_t store_failovers;
+
+    /* Lazy tracking (moat_options.lazy): 1 once pages are tracked (always 1
+     * without lazy tracking); before that, untracked_pages is how many
+     * resident pages moat_stats found (sampled, already part of
+     * resident_pages and committed_pages). */
+    uint64_t tracking;
+    uint64_t untracked_pages;
 };
 
 /* moat_stats - a consistent-enough snapshot of the counters (each read

@@ -345,6 +345,41 @@ wait $runpid
 rc=$?
 if [ $rc -eq 4 ] && grep -q "no moat statistics" "$T/e.err"; then ok "moat stat of a process without moat: exit 4"; else bad "moat stat bad pid: rc=$rc"; fi
 
+# Lazy tracking: a program far below its budget runs without a fault
+# through moat, its statistics sampled; MOAT_LAZY=0 tracks from the start;
+# a program above its budget starts tracking and evicts, with the same
+# output in all three.
+"$MOAT" run --budget 4G --stats-json "$T/lz.json" -- python3 "$T/big.py" >"$T/lz.out" 2>"$T/lz.err"
+rc=$?
+tr=$(json_num "$T/lz.json" tracking 2>/dev/null || echo x)
+ut=$(json_num "$T/lz.json" untracked_pages 2>/dev/null || echo 0)
+fc=$(json_num "$T/lz.json" faults_commit 2>/dev/null || echo x)
+pr=$(json_num "$T/lz.json" peak_resident_pages 2>/dev/null || echo 0)
+if [ $rc -eq 0 ] && cmp -s "$T/py.plain" "$T/lz.out" && [ "$tr" = 0 ] && [ "$fc" = 0 ] &&
+    [ "$pr" -gt 8192 ] && grep -q "pages were not tracked" "$T/lz.err"; then
+    ok "--budget 4G: not tracked, no faults, sampled peak resident $pr pages (now $ut), same output"
+else
+    bad "--budget 4G lazy: rc=$rc tracking=$tr faults_commit=$fc peak_resident=$pr"
+    cat "$T/lz.err"
+fi
+MOAT_LAZY=0 "$MOAT" run --budget 4G --stats-json "$T/lz0.json" -- python3 "$T/big.py" >"$T/lz0.out" 2>"$T/lz0.err"
+rc=$?
+tr=$(json_num "$T/lz0.json" tracking 2>/dev/null || echo x)
+fc=$(json_num "$T/lz0.json" faults_commit 2>/dev/null || echo 0)
+if [ $rc -eq 0 ] && cmp -s "$T/py.plain" "$T/lz0.out" && [ "$tr" = 1 ] && [ "$fc" -gt 0 ] &&
+    ! grep -q "not tracked" "$T/lz0.err"; then
+    ok "MOAT_LAZY=0 --budget 4G: tracked from the start ($fc first-touch faults), same output"
+else
+    bad "MOAT_LAZY=0: rc=$rc tracking=$tr faults_commit=$fc"
+    cat "$T/lz0.err"
+fi
+tr=$(json_num "$T/py.json" tracking 2>/dev/null || echo x)
+if [ "$tr" = 1 ] && ! grep -q "not tracked" "$T/py.err"; then
+    ok "--budget 32M (above the budget): tracking started"
+else
+    bad "--budget 32M: tracking=$tr"
+fi
+
 # --- 8. nothing left behind -------------------------------------------------------------
 ls /dev/shm/ | grep '^moat-.*\.stats$' | sort >"$T/shm.after"
 # only blocks that appeared count: moat run also removes stale blocks of dead

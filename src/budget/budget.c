@@ -506,9 +506,10 @@ void m_reclaim_wait_idle(void)
  * ---------------------------------------------------------------------- */
 
 static struct {
-    pthread_mutex_t lock; /* guards kicked, stop (with cond) */
+    pthread_mutex_t lock; /* guards kicked (with cond); stop is set under it */
     pthread_cond_t cond;
-    bool kicked, stop, started;
+    bool kicked, started;
+    _Atomic bool stop; /* also read by the reclaim loop outside the lock */
     pthread_t thread;
 } reclaimer = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 

@@ -158,6 +158,8 @@ struct m_engine {
     unsigned fault_threads;
     unsigned fault_ahead;     /* pages per sequential fault, 1..M_FAULT_AHEAD_MAX */
     uint64_t fork_load_pages; /* evicted pages fork() reads back at most */
+    bool lazy;                /* lazy tracking requested (moat_options.lazy) */
+    _Atomic bool tracking;    /* the range is registered and every page's state is exact */
     _Atomic bool running;
     struct m_counters c;
 };
@@ -201,6 +203,10 @@ static inline void m_counter_level(_Atomic uint64_t *c, _Atomic uint64_t *peak, 
 }
 
 uint64_t m_now_ns(void);
+
+/* m_engine_track_register - register the ELRANGE with the userfaultfd
+ * (MISSING | WP): lazy tracking's start (region.c).  0 or errno, logged. */
+int m_engine_track_register(void);
 
 /*
  * Threads inside moat

@@ -668,7 +668,11 @@ __attribute__((constructor)) static void pl_start(void)
     m_engine_internal++;
     m_preload_malloc_hooks();
     pl_block_open();
-    int err = moat_init(NULL);
+    /* Lazy tracking unless MOAT_LAZY says otherwise: a program whose memory
+     * fits the budget then runs with no fault through moat at all. */
+    const char *lazy = getenv("MOAT_LAZY");
+    struct moat_options opts = {.log_level = -1, .lazy = lazy && *lazy ? 0 : 1};
+    int err = moat_init(&opts);
     if (!err) {
         err = m_preload_malloc_start();
         if (err)

@@ -24,8 +24,9 @@
 
 #include <stdint.h>
 
-#define M_STATS_BLOCK_MAGIC   0x54414f4du /* "MOAT" */
-#define M_STATS_BLOCK_VERSION 5u          /* 2: threads_*; 3: alloc_*; 4: user_*; 5: store_node* */
+#define M_STATS_BLOCK_MAGIC 0x54414f4du /* "MOAT" */
+#define M_STATS_BLOCK_VERSION                                                                      \
+    6u /* 2: threads_*; 3: alloc_*; 4: user_*; 5: store_node*; 6: tracking */
 /* printf format of the file name under /dev/shm (and of the shm_open name
  * with a leading slash). */
 #define M_STATS_BLOCK_NAME "moat-%ld.stats"

@@ -10,6 +10,7 @@
 #include "common/engine.h"
 #include "common/log.h"
 #include "common/size.h"
+#include "common/uffd_compat.h"
 #include "fault/fault.h"
 #include "region/region.h"
 #include "seal/seal.h"
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -174,6 +176,11 @@ static int engine_options(const struct moat_options *in, struct moat_options *o,
         err |= env_uint("MOAT_STORE_REPLICAS", 0, 16, &o->store_replicas);
     if (!o->store_timeout_ms)
         err |= env_uint("MOAT_STORE_TIMEOUT", 1, 3600000, &o->store_timeout_ms);
+    if (!o->lazy) {
+        unsigned v = 0;
+        err |= env_uint("MOAT_LAZY", 0, 1, &v);
+        o->lazy = v ? 1 : -1;
+    }
     if (err)
         return EINVAL;
     if (!o->range_size)
@@ -211,6 +218,43 @@ static int engine_options(const struct moat_options *in, struct moat_options *o,
     if (o->batch_pages > 1024) {
         m_error("init", "batch_pages %u is above the maximum of 1024", o->batch_pages);
         return EINVAL;
+    }
+    return 0;
+}
+
+/* engine_lazy_start - with lazy tracking, undo the registration m_fault_open
+ * made (it proved that registration works here, so starting to track later
+ * cannot fail for want of a kernel feature).  No huge pages: the engine's
+ * unit is the 4 KiB page, and the pages the kernel gives meanwhile become
+ * the engine's when tracking starts. */
+static void engine_lazy_start(bool lazy)
+{
+    m_engine.lazy = lazy;
+    atomic_store(&m_engine.tracking, true);
+    if (!lazy)
+        return;
+    struct uffdio_range r = {.start = m_engine.base, .len = m_engine.size};
+    if (ioctl(m_engine.uffd, UFFDIO_UNREGISTER, &r) != 0) {
+        m_warn("init", "cannot start lazily (UFFDIO_UNREGISTER: %s): tracking every page",
+               strerror(errno));
+        m_engine.lazy = false;
+        return;
+    }
+    (void)madvise((void *)m_engine.base, m_engine.size, MADV_NOHUGEPAGE);
+    atomic_store(&m_engine.tracking, false);
+}
+
+int m_engine_track_register(void)
+{
+    struct uffdio_register reg = {
+        .range = {.start = m_engine.base, .len = m_engine.size},
+        .mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP,
+    };
+    if (ioctl(m_engine.uffd, UFFDIO_REGISTER, &reg) != 0) {
+        int err = errno;
+        m_error("region", "cannot register the range with userfaultfd to start tracking: %s",
+                strerror(err));
+        return err;
     }
     return 0;
 }
@@ -382,6 +426,8 @@ int moat_init(const struct moat_options *opts)
     }
     if (!err)
         err = m_fault_open(m_engine.base, m_engine.size);
+    if (!err)
+        engine_lazy_start(o.lazy > 0);
     if (!err) {
         atomic_store(&m_engine_forked, false);
         atomic_store(&m_engine.running, true);
@@ -424,6 +470,13 @@ int moat_range(void **base, size_t *size)
     return 0;
 }
 
+static void engine_peak(_Atomic uint64_t *peak, uint64_t v)
+{
+    uint64_t p = atomic_load(peak);
+    while (v > p && !atomic_compare_exchange_weak(peak, &p, v))
+        ;
+}
+
 int moat_stats(struct moat_stats *out)
 {
     if (!out)
@@ -455,6 +508,20 @@ int moat_stats(struct moat_stats *out)
     out->fault_ns = atomic_load(&c->fault_ns);
     out->reclaim_ns = atomic_load(&c->reclaim_ns);
     out->fork_loaded_pages = atomic_load(&c->fork_loaded);
+    out->tracking = atomic_load(&m_engine.tracking);
+    if (!out->tracking) {
+        uint64_t res = 0, com = 0;
+        m_region_untracked_sample(&res, &com);
+        out->untracked_pages = res;
+        out->resident_pages += res;
+        out->committed_pages += com;
+        /* peaks seen by samples; once tracking starts, the counters take
+         * over from the charged pages */
+        engine_peak(&m_engine.c.peak_resident, out->resident_pages);
+        engine_peak(&m_engine.c.peak_committed, out->committed_pages);
+        out->peak_resident_pages = atomic_load(&c->peak_resident);
+        out->peak_committed_pages = atomic_load(&c->peak_committed);
+    }
     struct m_store_cluster_stats cs;
     if (m_engine.store && m_store_cluster_stats(m_engine.store, &cs, NULL, 0, NULL) == 0) {
         out->store_nodes = cs.nnodes;
@@ -482,6 +549,9 @@ void moat_stats_print(int fd)
     dprintf(fd, "  resident        %llu pages (peak %llu), %llu unreclaimable\n",
             (unsigned long long)s.resident_pages, (unsigned long long)s.peak_resident_pages,
             (unsigned long long)s.resident_unreclaimable);
+    if (!s.tracking)
+        dprintf(fd, "  not tracked     %llu resident pages sampled (lazy tracking)\n",
+                (unsigned long long)s.untracked_pages);
     dprintf(fd, "  committed       %llu pages (peak %llu), %llu evicted\n",
             (unsigned long long)s.committed_pages, (unsigned long long)s.peak_committed_pages,
             (unsigned long long)s.evicted_pages);

@@ -28,6 +28,7 @@
 #include "store/store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -290,6 +291,19 @@ static void range_release(uintptr_t start, uintptr_t end)
     madvise((void *)start, end - start, MADV_DONTNEED);
 }
 
+/* range_has_prot - every page of [start, end) is uncommitted or has
+ * exactly the permissions prot (and none is a TCS): the kernel's
+ * permissions over the range are already prot everywhere. */
+static bool range_has_prot(uintptr_t start, uintptr_t end, int prot)
+{
+    for (uintptr_t a = start; a < end; a += M_PAGE_SIZE) {
+        uint32_t f = atomic_load(&m_engine_page(m_engine_index(a))->flags);
+        if ((f & M_PF_TCS) || (m_page_state(f) != M_PS_UNCOMMITTED && (int)m_page_prot(f) != prot))
+            return false;
+    }
+    return true;
+}
+
 /* The permissions uncommitted pages of an area carry in the kernel. */
 static int area_idle_prot(const struct m_region_info *r)
 {
@@ -337,6 +351,169 @@ static int check_range(void *addr, size_t length, uintptr_t *start, uintptr_t *e
         for (uintptr_t s = rt.tab[i].start > (start) ? rt.tab[i].start : (start),                  \
                        e = rt.tab[i].end < (end) ? rt.tab[i].end : (end), once_ = 1;               \
              once_; once_ = 0)
+
+/* ------------------------------------------------------------------------
+ * Lazy tracking (moat.h, docs/design.md)
+ * ---------------------------------------------------------------------- */
+
+/* lazy_area_pages - pages of every area that is not RESERVE (dying ones too:
+ * their frames may not be dropped yet).  Each could be resident without a
+ * fault reaching moat while it does not track. */
+static uint64_t lazy_area_pages(void)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < rt.n; i++)
+        if (!m_region_is_reserve(&rt.tab[i]))
+            n += (rt.tab[i].end - rt.tab[i].start) >> M_PAGE_SHIFT;
+    return n;
+}
+
+/* lazy_fits - adding `more` pages of areas keeps every possible resident
+ * page under the high watermark. */
+static bool lazy_fits(uint64_t more)
+{
+    return m_engine.budget_pages == 0 || lazy_area_pages() + more <= m_engine.high_pages;
+}
+
+#define PAGEMAP_PRESENT (1ull << 63)
+#define PAGEMAP_SWAPPED (1ull << 62)
+#define LAZY_CHUNK      512
+
+/* lazy_adopt - the page at index has a frame the kernel gave: make it
+ * committed, resident and dirty (nothing says it is clean), charged and in
+ * the reclaim list.  Called with the page unlocked and the charge made. */
+static void lazy_adopt(size_t index, const struct m_region_info *r)
+{
+    struct m_page *p = m_engine_page(index);
+    uint32_t f = m_page_lock(p);
+    if (m_page_state(f) == M_PS_UNCOMMITTED) {
+        f &= ~M_PF_PROT_MASK;
+        f |= (uint32_t)(r->prot & MOAT_PROT_MASK) << M_PF_PROT_SHIFT;
+        m_counter_level(&m_engine.c.committed, &m_engine.c.peak_committed, 1);
+    }
+    f = m_page_set_state(f, M_PS_RESIDENT) | M_PF_DIRTY;
+    f = m_reclaim_track(index, f);
+    m_page_unlock(p, f);
+}
+
+/* lazy_track_locked - start tracking; rt.lock held for writing.  Once the
+ * range is registered, a touch of a page without a frame is a userfaultfd
+ * fault, and its handler waits for rt.lock (m_region_find) until the table
+ * below is exact: a frame is either seen here or installed by the handler,
+ * never both.  Frames cannot go away meanwhile either: the program's
+ * madvise and munmap reach moat_uncommit and moat_dealloc, which wait for
+ * the lock too.  Swapped-out pages count as resident (the kernel brings them
+ * back on access without a fault moat would see). */
+static int lazy_track_locked(void)
+{
+    if (atomic_load(&m_engine.tracking))
+        return 0;
+    int err = m_engine_track_register();
+    if (err)
+        return err;
+    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        m_warn("region",
+               "cannot read /proc/self/pagemap (%s): taking resident pages from "
+               "mincore, which misses pages swapped out by the kernel",
+               strerror(errno));
+    uint64_t adopted = 0;
+    for (size_t i = 0; i < rt.n; i++) {
+        const struct m_region_info *r = &rt.tab[i];
+        if (m_region_is_reserve(r))
+            continue;
+        for (uintptr_t a = r->start; a < r->end; a += LAZY_CHUNK * M_PAGE_SIZE) {
+            size_t n = (r->end - a) >> M_PAGE_SHIFT;
+            if (n > LAZY_CHUNK)
+                n = LAZY_CHUNK;
+            uint64_t pm[LAZY_CHUNK];
+            unsigned char mc[LAZY_CHUNK];
+            bool ok = false;
+            if (fd >= 0)
+                ok = pread(fd, pm, n * sizeof pm[0], (off_t)((a >> M_PAGE_SHIFT) * sizeof pm[0])) ==
+                     (ssize_t)(n * sizeof pm[0]);
+            if (!ok && mincore((void *)a, n << M_PAGE_SHIFT, mc) != 0) {
+                m_error("region", "cannot tell which pages of [%#lx, %#lx) are resident: %s",
+                        (unsigned long)a, (unsigned long)(a + (n << M_PAGE_SHIFT)),
+                        strerror(errno));
+                continue;
+            }
+            size_t present = 0;
+            for (size_t k = 0; k < n; k++) {
+                bool in = ok ? (pm[k] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED)) != 0 : (mc[k] & 1);
+                mc[k] = in;
+                present += in;
+            }
+            if (!present)
+                continue;
+            /* Within the budget by construction (the areas fit under the
+             * high watermark), so this never reclaims. */
+            m_budget_charge(present);
+            for (size_t k = 0; k < n; k++)
+                if (mc[k])
+                    lazy_adopt(m_engine_index(a) + k, r);
+            adopted += present;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    atomic_store(&m_engine.tracking, true);
+    m_info("region", "tracking pages from now on: %llu resident pages adopted from the kernel",
+           (unsigned long long)adopted);
+    return 0;
+}
+
+/* lazy_exact - calls whose result depends on which pages are committed or
+ * resident start tracking first; with only_uncommitted, only if a page of
+ * the range is held as uncommitted (it may have been touched meanwhile). */
+static int lazy_exact(uintptr_t start, uintptr_t end, bool only_uncommitted)
+{
+    if (atomic_load(&m_engine.tracking))
+        return 0;
+    bool need = !only_uncommitted;
+    for (uintptr_t a = start; !need && a < end; a += M_PAGE_SIZE)
+        need =
+            m_page_state(atomic_load(&m_engine_page(m_engine_index(a))->flags)) == M_PS_UNCOMMITTED;
+    return need ? m_region_track() : 0;
+}
+
+int m_region_track(void)
+{
+    if (atomic_load(&m_engine.tracking))
+        return 0;
+    pthread_rwlock_wrlock(&rt.lock);
+    int err = lazy_track_locked();
+    pthread_rwlock_unlock(&rt.lock);
+    return err;
+}
+
+void m_region_untracked_sample(uint64_t *resident, uint64_t *committed)
+{
+    *resident = *committed = 0;
+    pthread_rwlock_rdlock(&rt.lock);
+    for (size_t i = 0; i < rt.n && !atomic_load(&m_engine.tracking); i++) {
+        const struct m_region_info *r = &rt.tab[i];
+        if (m_region_is_reserve(r))
+            continue;
+        for (uintptr_t a = r->start; a < r->end; a += 8 * LAZY_CHUNK * M_PAGE_SIZE) {
+            size_t n = (r->end - a) >> M_PAGE_SHIFT;
+            if (n > 8 * LAZY_CHUNK)
+                n = 8 * LAZY_CHUNK;
+            unsigned char mc[8 * LAZY_CHUNK];
+            if (mincore((void *)a, n << M_PAGE_SHIFT, mc) != 0)
+                continue;
+            for (size_t k = 0; k < n; k++) {
+                if (!(mc[k] & 1))
+                    continue;
+                (*resident)++;
+                uint32_t f = atomic_load_explicit(&m_engine_page(m_engine_index(a) + k)->flags,
+                                                  memory_order_relaxed);
+                *committed += m_page_state(f) == M_PS_UNCOMMITTED;
+            }
+        }
+    }
+    pthread_rwlock_unlock(&rt.lock);
+}
 
 int m_region_commit_init(void *addr, size_t length, size_t *out_pages)
 {
@@ -446,6 +623,12 @@ int moat_alloc(void *addr, size_t length, int flags, moat_fault_handler_t handle
         flags &= ~(MOAT_COMMIT_NOW | MOAT_COMMIT_ON_DEMAND);
 
     pthread_rwlock_wrlock(&rt.lock);
+    if (!atomic_load(&m_engine.tracking) && !(flags & MOAT_RESERVE) &&
+        !lazy_fits(length >> M_PAGE_SHIFT)) {
+        err = lazy_track_locked();
+        if (err)
+            goto out;
+    }
     err = tab_reserve(3);
     if (err)
         goto out;
@@ -678,6 +861,18 @@ int moat_uncommit(void *addr, size_t length)
         for_areas(i, s, e, start, end)
         {
             int idle = area_idle_prot(&rt.tab[i]);
+            if (idle != MOAT_PROT_NONE && range_has_prot(s, e, idle)) {
+                /* The pages keep the permissions they have (the allocator
+                 * giving back free spans of its heap): drop the frames
+                 * without closing and reopening the range, two mprotects
+                 * and their TLB shootdowns a call.  8 threads under a big
+                 * budget spent 7% of their cycles in those mprotects. */
+                for (uintptr_t a = s; a < e; a += M_PAGE_SIZE)
+                    page_release(m_engine_index(a));
+                m_fault_streams_forget(m_engine_index(s), m_engine_index(e));
+                madvise((void *)s, e - s, MADV_DONTNEED);
+                continue;
+            }
             range_release(s, e);
             if (idle != MOAT_PROT_NONE)
                 os_protect(s, e, idle);
@@ -694,6 +889,8 @@ int moat_commit_data(void *addr, size_t length, uint8_t *data, int prot)
     uintptr_t start, end;
     int err = check_range(addr, length, &start, &end);
     if (err)
+        return err;
+    if ((err = lazy_exact(start, end, false)) != 0)
         return err;
     if (!data || (prot & ~MOAT_PROT_MASK))
         return EINVAL;
@@ -739,6 +936,8 @@ int moat_modify_permissions(void *addr, size_t length, int prot)
     uintptr_t start, end;
     int err = check_range(addr, length, &start, &end);
     if (err)
+        return err;
+    if ((err = lazy_exact(start, end, true)) != 0)
         return err;
     if ((prot & ~MOAT_PROT_MASK) || ((prot & MOAT_PROT_EXEC) && !(prot & MOAT_PROT_READ)))
         return EINVAL;
@@ -788,6 +987,8 @@ int moat_modify_type(void *addr, size_t length, int type)
     int err = check_range(addr, length, &start, &end);
     if (err)
         return err;
+    if ((err = lazy_exact(start, end, false)) != 0)
+        return err;
     if (length != M_PAGE_SIZE)
         return EINVAL;
     pthread_rwlock_rdlock(&rt.lock);
@@ -831,6 +1032,8 @@ int moat_pin(void *addr, size_t length)
     uintptr_t start, end;
     int err = check_range(addr, length, &start, &end);
     if (err)
+        return err;
+    if ((err = lazy_exact(start, end, false)) != 0)
         return err;
     pthread_rwlock_rdlock(&rt.lock);
     err = range_check_areas(start, end, false, 0);

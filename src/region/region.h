@@ -69,6 +69,15 @@ size_t m_region_fork_load(void);
  * inaccessible by m_region_fork_protect. */
 bool m_region_fork_lost(uintptr_t addr);
 
+/* m_region_track - lazy tracking (moat.h): start tracking now if it has not
+ * started.  0, or the errno of the registration (logged). */
+int m_region_track(void);
+
+/* m_region_untracked_sample - before tracking starts: resident pages in the
+ * areas (mincore), and how many of them moat holds as uncommitted (the
+ * kernel committed them at a first touch moat did not see). */
+void m_region_untracked_sample(uint64_t *resident, uint64_t *committed);
+
 /* m_region_count - how many areas there are. */
 size_t m_region_count(void);
 

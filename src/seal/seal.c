@@ -12,12 +12,13 @@
 
 #include <errno.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 
 #define SEAL_MAGIC 0x4c4145534d54414dULL /* "MTAMSEAL" */
 
@@ -37,6 +38,7 @@ struct seal_key {
 };
 
 static struct seal_key *seal_key;           /* one mlock'd page */
+static EVP_CIPHER *seal_cipher;             /* fetched at the first init, kept */
 static _Atomic uint64_t seal_nonce_counter; /* next nonce suffix */
 static _Atomic uint64_t seal_generation;    /* bumps per init, invalidates thread contexts */
 
@@ -61,6 +63,22 @@ static void seal_tls_init(void)
     pthread_key_create(&seal_tls_key, seal_tls_free);
 }
 
+/* seal_random - fill p from getrandom(2), blocking until it is seeded. */
+static bool seal_random(void *p, size_t n)
+{
+    uint8_t *b = p;
+    while (n > 0) {
+        ssize_t got = getrandom(b, n, 0);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return false;
+        b += got;
+        n -= (size_t)got;
+    }
+    return true;
+}
+
 int m_seal_init(void)
 {
     pthread_once(&seal_tls_once, seal_tls_init);
@@ -77,8 +95,23 @@ int m_seal_init(void)
         m_warn("seal", "cannot lock the key in memory (mlock: %s); it may be swapped",
                strerror(errno));
     struct seal_key *k = p;
-    if (RAND_bytes(k->key, sizeof k->key) != 1 ||
-        RAND_bytes((unsigned char *)&k->nonce_prefix, sizeof k->nonce_prefix) != 1) {
+    /* The key from the kernel's generator; and the cipher fetched now, once,
+     * in the thread that starts moat.  OpenSSL's shared state (its library
+     * context, providers, method caches) must come from moat's own memory:
+     * started later, from a program that uses libcrypto itself (Python's
+     * hashlib), it lives in managed pages, and an evictor that seals a batch
+     * holding that state writes to pages it has write-protected and waits
+     * on itself.  With the cipher fetched here, a thread's cipher contexts
+     * never look anything up in those caches again. */
+    if (!seal_cipher)
+        seal_cipher = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+    if (!seal_cipher) {
+        OPENSSL_cleanse(p, 4096);
+        munmap(p, 4096);
+        m_error("seal", "OpenSSL has no AES-256-GCM (EVP_CIPHER_fetch failed)");
+        return EIO;
+    }
+    if (!seal_random(k, sizeof *k)) {
         OPENSSL_cleanse(p, 4096);
         munmap(p, 4096);
         m_error("seal", "the random generator failed; cannot create a sealing key");
@@ -128,8 +161,8 @@ static struct seal_tls *seal_ctx(void)
         }
         pthread_setspecific(seal_tls_key, t);
     }
-    if (EVP_EncryptInit_ex(t->enc, EVP_aes_256_gcm(), NULL, seal_key->key, NULL) != 1 ||
-        EVP_DecryptInit_ex(t->dec, EVP_aes_256_gcm(), NULL, seal_key->key, NULL) != 1)
+    if (EVP_EncryptInit_ex2(t->enc, seal_cipher, seal_key->key, NULL, NULL) != 1 ||
+        EVP_DecryptInit_ex2(t->dec, seal_cipher, seal_key->key, NULL, NULL) != 1)
         return NULL;
     t->generation = gen;
     return t;

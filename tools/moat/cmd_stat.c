@@ -46,6 +46,10 @@ static void stat_print(FILE *f, const struct m_stats_block *b)
             m_size_format((size_t)(s->committed_pages * 4096), b1, sizeof b1),
             m_size_format((size_t)(s->peak_committed_pages * 4096), b2, sizeof b2),
             m_size_format((size_t)(s->peak_resident_pages * 4096), b3, sizeof b3));
+    if (!s->tracking)
+        fprintf(f,
+                "  not tracked   %12s   resident, sampled (lazy tracking: under the watermark)\n",
+                m_size_format((size_t)(s->untracked_pages * 4096), b1, sizeof b1));
     fprintf(f, "  evicted now   %12s   in %" PRIu64 " regions\n",
             m_size_format((size_t)(s->evicted_pages * 4096), b1, sizeof b1), s->regions);
     fprintf(f,

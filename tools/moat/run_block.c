@@ -237,6 +237,12 @@ void m_run_summary(FILE *f, const struct m_stats_block *b, int sig)
             ", write-protect %" PRIu64 "), %.3f s in faults, %.3f s evicting\n",
             s->faults_commit + s->faults_pagein + s->faults_wp, s->faults_commit, s->faults_pagein,
             s->faults_wp, (double)s->fault_ns / 1e9, (double)s->reclaim_ns / 1e9);
+    if (!s->tracking)
+        fprintf(f,
+                "moat: pages were not tracked: the program's memory never exceeded the budget's "
+                "high watermark, so the kernel served its first touches (resident sampled every "
+                "%u ms; MOAT_LAZY=0 tracks from the start)\n",
+                b->interval_ms);
     if (b->alloc_peak_reserved_bytes) {
         double frag =
             b->alloc_reserved_bytes
@@ -327,6 +333,8 @@ void m_run_json(FILE *f, const struct m_stats_block *b, int status)
     J(store_retries);
     J(store_redirections);
     J(store_failovers);
+    J(tracking);
+    J(untracked_pages);
 #undef J
 #define A(field) fprintf(f, "  \"" #field "\": %" PRIu64 ",\n", b->field)
     A(threads_live);
