@@ -128,7 +128,7 @@ struct moat_options {
     unsigned low_pct;          /* reclaim runs down to this % of budget; 0 = 80 (MOAT_LOW) */
     unsigned high_pct;         /* reclaim starts above this % of budget; 0 = 90 (MOAT_HIGH) */
     unsigned batch_pages;      /* pages evicted per reclaim batch; 0 = 32 */
-    unsigned fault_threads;    /* userfaultfd handler threads; 0 = 2 */
+    unsigned fault_threads;    /* userfaultfd handler threads, 1-16; 0 = 2 (MOAT_FAULT_THREADS) */
     unsigned fault_ahead;      /* pages a sequential fault installs at once (commit ahead,
                                   read ahead), 1..32; 0 = 16 (MOAT_FAULT_AHEAD); 1 gives
                                   Intel EMM's exact one-page-per-fault commit */

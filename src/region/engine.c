@@ -176,6 +176,8 @@ static int engine_options(const struct moat_options *in, struct moat_options *o,
         err |= env_uint("MOAT_STORE_REPLICAS", 0, 16, &o->store_replicas);
     if (!o->store_timeout_ms)
         err |= env_uint("MOAT_STORE_TIMEOUT", 1, 3600000, &o->store_timeout_ms);
+    if (!o->fault_threads)
+        err |= env_uint("MOAT_FAULT_THREADS", 1, 16, &o->fault_threads);
     if (!o->lazy) {
         unsigned v = 0;
         err |= env_uint("MOAT_LAZY", 0, 1, &v);
