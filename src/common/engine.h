@@ -204,6 +204,12 @@ static inline void m_counter_level(_Atomic uint64_t *c, _Atomic uint64_t *peak, 
 
 uint64_t m_now_ns(void);
 
+/* m_engine_stats - moat_stats; with `often` (a caller that asks every few
+ * ms, the preload's publisher), the sample of untracked pages may be reused
+ * for up to 50 times what taking it cost. */
+struct moat_stats;
+int m_engine_stats(struct moat_stats *out, bool often);
+
 /* m_engine_track_register - register the ELRANGE with the userfaultfd
  * (MISSING | WP): lazy tracking's start (region.c).  0 or errno, logged. */
 int m_engine_track_register(void);

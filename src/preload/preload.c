@@ -491,7 +491,7 @@ static void pl_publish(uint32_t state)
     struct moat_alloc_stats as;
     uint64_t live = 0, peak = 0;
     m_engine_internal++;
-    int err = state == M_STATS_FAILED ? ENODEV : moat_stats(&st);
+    int err = state == M_STATS_FAILED ? ENODEV : m_engine_stats(&st, state == M_STATS_RUNNING);
     int aerr = err ? err : moat_heap_stats_get(moat_heap_default(), &as);
     m_preload_tcs_stats(&live, &peak);
     m_engine_internal--;
