@@ -135,4 +135,30 @@ static inline uint64_t mt_stat(size_t offset)
 }
 #define MT_STAT(field) mt_stat(offsetof(struct moat_stats, field))
 
+/* mt_stats - all the counters at once. */
+static inline struct moat_stats mt_stats(void)
+{
+    struct moat_stats s;
+    assert_int_equal(moat_stats(&s), 0);
+    return s;
+}
+
+/* mt_init_base - moat_init(o), then the start of the ELRANGE. */
+static inline char *mt_init_base(const struct moat_options *o)
+{
+    assert_int_equal(moat_init(o), 0);
+    void *b;
+    size_t n;
+    assert_int_equal(moat_range(&b, &n), 0);
+    return b;
+}
+
+/* mt_teardown_shutdown - a cmocka teardown that stops moat. */
+static inline int mt_teardown_shutdown(void **state)
+{
+    (void)state;
+    moat_shutdown();
+    return 0;
+}
+
 #endif

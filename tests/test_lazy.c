@@ -21,26 +21,11 @@ static void start(size_t budget_pages)
 {
     struct moat_options o = {
         .budget = budget_pages * PG, .log_level = -1, .range_size = 1ULL << 30, .lazy = 1};
-    assert_int_equal(moat_init(&o), 0);
-    void *b;
-    size_t n;
-    assert_int_equal(moat_range(&b, &n), 0);
-    base = b;
+    base = mt_init_base(&o);
 }
 
-static int teardown(void **state)
-{
-    (void)state;
-    moat_shutdown();
-    return 0;
-}
-
-static struct moat_stats stats(void)
-{
-    struct moat_stats s;
-    assert_int_equal(moat_stats(&s), 0);
-    return s;
-}
+#define stats    mt_stats
+#define teardown mt_teardown_shutdown
 
 static char *area(size_t pages)
 {
