@@ -100,6 +100,50 @@ static inline bool cluster_wait_healthy(double seconds)
     return false;
 }
 
+/* Every node's CLUSTER NODES lists CLUSTER_NODES / 2 primaries and as many
+ * replicas, each connected and none failing or in handshake; and every
+ * primary says it has a replica attached (INFO replication).  Right after
+ * `redis-cli --cluster create` a node can already say cluster_state:ok while
+ * its view of the replicas is still forming: moat's store counts live
+ * replicas from one node's CLUSTER NODES, so writes with replicas=N would be
+ * refused until it sees them. */
+static inline bool cluster_wait_topology(double seconds)
+{
+    double end = cluster_now() + seconds;
+    while (cluster_now() < end) {
+        bool all = true;
+        for (int i = 0; i < CLUSTER_NODES && all; i++) {
+            char *nodes = server_str(cluster[i]->port, "CLUSTER NODES");
+            int primaries = 0, replicas = 0;
+            for (char *line = nodes; line && *line && all;) {
+                char *eol = strchr(line, '\n');
+                if (eol)
+                    *eol = '\0';
+                if (strstr(line, "fail") || strstr(line, "handshake") || strstr(line, "noaddr") ||
+                    strstr(line, "disconnected"))
+                    all = false;
+                else if (strstr(line, "master"))
+                    primaries++;
+                else if (strstr(line, "slave"))
+                    replicas++;
+                line = eol ? eol + 1 : NULL;
+            }
+            free(nodes);
+            if (!nodes || primaries != CLUSTER_NODES / 2 || replicas != CLUSTER_NODES / 2)
+                all = false;
+            char *info = all ? server_str(cluster[i]->port, "INFO replication") : NULL;
+            if (all &&
+                (!info || (strstr(info, "role:master") && !strstr(info, "connected_slaves:1"))))
+                all = false;
+            free(info);
+        }
+        if (all)
+            return true;
+        usleep(100000);
+    }
+    return false;
+}
+
 static inline void cluster_start(void)
 {
     for (int i = 0; i < CLUSTER_NODES; i++)
@@ -113,6 +157,7 @@ static inline void cluster_start(void)
              redis_test_dir());
     assert_int_equal(system(cmd), 0);
     assert_true(cluster_wait_ok(30));
+    assert_true(cluster_wait_topology(30));
 }
 
 static inline const char *node_role(int port, char *buf, size_t len)

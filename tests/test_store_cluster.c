@@ -464,6 +464,8 @@ static void test_replicas_wait(void **state)
         set_rw(q, M_STORE_WRITE, &v, 0, v.n, 1);
         assert_int_equal(set_count(&v, 0) + set_count(&v, EREMOTEIO), v.n);
         all = set_count(&v, 0) == v.n;
+        if (!all)
+            usleep(100000); /* the store refreshes its view of the replicas */
     }
     assert_true(all);
 
@@ -655,6 +657,7 @@ static void test_failover(void **state)
     need_cluster();
     /* an earlier test stopped a replica: wait until every node sees it live */
     assert_true(cluster_wait_healthy(20));
+    assert_true(cluster_wait_topology(20));
     struct m_store *a = open_ok("?replicas=1"), *t = open_ok("?retry_timeout=300"),
                    *z = open_ok("?retry_timeout=0");
     struct m_store_queue *qa = NULL, *qt = NULL, *qz = NULL;
