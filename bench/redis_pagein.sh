@@ -9,6 +9,9 @@
 #     single server, the cluster, and the cluster with replicas=1 (WAIT after
 #     every batch of evictions): populate time (all evictions), page-in
 #     p50/p99 per page visit and pages a second, sequential and random;
+#     then the random pass by 4, 16 and 50 faulting threads (batched
+#     page-in: the faults of one userfaultfd read in one submission), and
+#     by 16 with batching off (MOAT_FAULT_BATCH=0) for comparison;
 # and prints the ratios the issue sets targets for: moat's random page-in
 # throughput / redis-benchmark's GET throughput (target >= 0.5), against 50
 # clients (the server's ceiling) and against 1 client (one request in
@@ -88,28 +91,43 @@ rf=$(runp file "")
 rs=$(runp redis "redis://127.0.0.1:$single")
 rc=$(runp cluster "redis+cluster://127.0.0.1:${cports[0]},127.0.0.1:${cports[1]}")
 rr=$(runp cluster-replicas1 "redis+cluster://127.0.0.1:${cports[0]},127.0.0.1:${cports[1]}?replicas=1")
-# The random pass by 4 threads (and 4 fault handlers): 4 page-ins in flight.
+# The random pass by 4, 16 and 50 threads (2 fault handlers, the default): up
+# to that many page-ins in flight, loaded in batches (one store submission
+# for the faults of one userfaultfd read); and 16 threads with batching off
+# (MOAT_FAULT_BATCH=0): the baseline of one page-in per handler at a time.
 rs4=$(runp redis-4threads "redis://127.0.0.1:$single" --threads 4)
 rc4=$(runp cluster-4threads "redis+cluster://127.0.0.1:${cports[0]},127.0.0.1:${cports[1]}" --threads 4)
+rs16=$(runp redis-16threads "redis://127.0.0.1:$single" --threads 16)
+rc16=$(runp cluster-16threads "redis+cluster://127.0.0.1:${cports[0]},127.0.0.1:${cports[1]}" --threads 16)
+rs16u=$(MOAT_FAULT_BATCH=0 runp redis-16threads-unbatched "redis://127.0.0.1:$single" --threads 16)
+rc16u=$(MOAT_FAULT_BATCH=0 runp cluster-16threads-unbatched "redis+cluster://127.0.0.1:${cports[0]},127.0.0.1:${cports[1]}" --threads 16)
+rf16=$(runp file-16threads "" --threads 16)
+# 50 faulting threads: as many requests in flight as redis-benchmark's 50
+# clients, the like-for-like comparison with its throughput.
+rs50=$(runp redis-50threads "redis://127.0.0.1:$single" --threads 50)
+rc50=$(runp cluster-50threads "redis+cluster://127.0.0.1:${cports[0]},127.0.0.1:${cports[1]}" --threads 50)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b <= 0) print "-"; else printf "%.2f", a / b }'; }
 echo
 echo "## page-in over Redis: $SIZE working set, $BUDGET budget, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo
-echo "| store | populate s |  seq p50 us | seq p99 us | seq pages/s | random p50 us | random p99 us | random pages/s | random pages/s / GET rps (50 clients) | random pages/s / GET rps (1 client) | random p50 / GET p50 (1 client) |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| store | populate s |  seq p50 us | seq p99 us | seq pages/s | random p50 us | random p99 us | random pages/s | faults a batch | random pages/s / GET rps (50 clients) | random pages/s / GET rps (1 client) | random p50 / GET p50 (1 client) |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for row in "file|$rf|||" "redis|$rs|$s50_get|$s1_get|$s1_p50" "cluster|$rc|$c50_get|$c1_get|$c1_p50" \
     "cluster-replicas1|$rr|$c50_get|$c1_get|$c1_p50" "redis-4threads|$rs4|$s50_get|$s1_get|$s1_p50" \
-    "cluster-4threads|$rc4|$c50_get|$c1_get|$c1_p50"; do
+    "cluster-4threads|$rc4|$c50_get|$c1_get|$c1_p50" "file-16threads|$rf16|||" \
+    "redis-16threads|$rs16|$s50_get|$s1_get|$s1_p50" "redis-16threads-unbatched|$rs16u|$s50_get|$s1_get|$s1_p50" \
+    "cluster-16threads|$rc16|$c50_get|$c1_get|$c1_p50" "cluster-16threads-unbatched|$rc16u|$c50_get|$c1_get|$c1_p50" \
+    "redis-50threads|$rs50|$s50_get|$s1_get|$s1_p50" "cluster-50threads|$rc50|$c50_get|$c1_get|$c1_p50"; do
     IFS='|' read -r name r get50 get1 p50ms <<<"$row"
     rp=$(get "$r" random_pages_s)
     rl=$(get "$r" random_p50_us)
     gl=$(awk -v m="$p50ms" 'BEGIN { if (m != "") printf "%.1f", m * 1000 }')
-    echo "| $name | $(get "$r" populate_s) | $(get "$r" seq_p50_us) | $(get "$r" seq_p99_us) | $(get "$r" seq_pages_s) | $rl | $(get "$r" random_p99_us) | $rp | $(ratio "$rp" "$get50") | $(ratio "$rp" "$get1") | $(ratio "$rl" "$gl") |"
+    echo "| $name | $(get "$r" populate_s) | $(get "$r" seq_p50_us) | $(get "$r" seq_p99_us) | $(get "$r" seq_pages_s) | $rl | $(get "$r" random_p99_us) | $rp | $(get "$r" batch) | $(ratio "$rp" "$get50") | $(ratio "$rp" "$get1") | $(ratio "$rl" "$gl") |"
 done
 echo
 echo "redis-benchmark GET: single $s50_get rps (50 clients), p50 $s1_p50 ms (1 client); cluster $c50_get rps, p50 $c1_p50 ms"
-for r in "$rf" "$rs" "$rc" "$rr" "$rs4" "$rc4"; do
+for r in "$rf" "$rs" "$rc" "$rr" "$rs4" "$rc4" "$rf16" "$rs16" "$rs16u" "$rc16" "$rc16u" "$rs50" "$rc50"; do
     [ "$(get "$r" wrong)" = 0 ] || echo "redis_pagein.sh: WARNING: wrong data or no result: $r"
 done
 exit 0

@@ -294,6 +294,13 @@ struct moat_stats {
      * resident_pages and committed_pages). */
     uint64_t tracking;
     uint64_t untracked_pages;
+
+    /* Batched page-in (MOAT_FAULT_BATCH): store submissions that loaded the
+     * page-ins of several faults read from the userfaultfd at once, and the
+     * faults they served; pagein_batched_faults / pagein_batches is the
+     * batching factor. */
+    uint64_t pagein_batches;
+    uint64_t pagein_batched_faults;
 };
 
 /* moat_stats - a consistent-enough snapshot of the counters (each read

@@ -54,6 +54,7 @@ static struct {
     pthread_t threads[FAULT_MAX_THREADS];
     struct sigaction prev_segv;
     bool segv_installed;
+    bool batch; /* batched page-in (m_fault_start) */
 } fs = {.stop_fd = -1};
 
 static _Alignas(4096) const uint8_t fault_zero_page[4096];
@@ -162,18 +163,28 @@ static void fault_wake(uintptr_t addr)
 }
 
 /* fault_signal - deliver a fatal signal to the faulting thread (tid 0: the
- * process) with si_addr pointing at the page. */
+ * process).  The kernel lets a thread queue a fault's siginfo (si_code
+ * BUS_ADRERR, si_addr) only to itself, and a handler thread is never the
+ * faulting one, so the signal goes with tgkill (si_code SI_TKILL) to that
+ * very thread; kill(), which lets any thread of the process take it, only
+ * when the thread is unknown.  Send it before waking the thread: a thread
+ * woken with the signal pending takes it instead of faulting again. */
 static void fault_signal(pid_t tid, uintptr_t addr, int sig, int code)
 {
     m_counter_add(&m_engine.c.faults_fatal, 1);
-    siginfo_t si;
-    memset(&si, 0, sizeof si);
-    si.si_signo = sig;
-    si.si_code = code;
-    si.si_addr = (void *)addr;
     pid_t pid = getpid();
-    if (tid <= 0 || syscall(SYS_rt_tgsigqueueinfo, pid, tid, sig, &si) != 0)
-        kill(pid, sig);
+    if (tid > 0 && tid == (pid_t)syscall(SYS_gettid)) {
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        si.si_signo = sig;
+        si.si_code = code;
+        si.si_addr = (void *)addr;
+        if (syscall(SYS_rt_tgsigqueueinfo, pid, tid, sig, &si) == 0)
+            return;
+    }
+    if (tid > 0 && syscall(SYS_tgkill, pid, tid, sig) == 0)
+        return;
+    kill(pid, sig);
 }
 
 /* uffd_copy - install one page; 0, EEXIST (a page is already there) or an
@@ -484,7 +495,9 @@ static void fault_note_clean_load(void)
 }
 
 /* fault_load_fail - the page at index could not be loaded: back to
- * EVICTED; `bad` marks it so every access gets SIGBUS. */
+ * EVICTED; `bad` marks it so every access gets SIGBUS.  The page's waiters
+ * are woken, except for a bad page: its caller signals the faulting thread
+ * first and then wakes them (fault_signal). */
 static void fault_load_fail(size_t index, bool bad, bool charged)
 {
     struct m_page *p = m_engine_page(index);
@@ -495,14 +508,91 @@ static void fault_load_fail(size_t index, bool bad, bool charged)
     m_page_unlock(p, f);
     if (charged)
         m_budget_uncharge(1);
-    fault_wake(m_engine_addr(index));
+    if (!bad)
+        fault_wake(m_engine_addr(index));
+}
+
+/* fault_load_one - finish the load of page idx, whose read gave e (0: its
+ * sealed record is in rec): open the seal into plain and install the page,
+ * or put it back EVICTED.  `faulting` is the page a thread faulted on (the
+ * others were read ahead): only its failures are logged and mark it BAD (so
+ * every access gets SIGBUS), and only it can be installed writable for a
+ * write fault, or pinned.  The page's budget charge is the caller's and is
+ * returned on failure.  0 or the page's error. */
+static int fault_load_one(size_t idx, uint32_t pf, uint64_t region_id, bool faulting, bool write,
+                          bool pin, const void *rec, void *plain, int e)
+{
+    struct m_page *q = m_engine_page(idx);
+    uintptr_t addr = m_engine_addr(idx);
+    uint64_t found = 0;
+    if (e) {
+        if (faulting)
+            m_error("fault", "reading page %#lx from the store (slot %u) failed: %s",
+                    (unsigned long)addr, q->slot, strerror(e));
+        m_counter_add(&m_engine.c.store_errors, 1);
+    } else {
+        m_counter_add(&m_engine.c.store_bytes_read, M_STORE_RECORD);
+        struct m_seal_id id = {.region_id = region_id, .page_index = idx, .version = q->version};
+        e = m_seal_open(rec, &id, plain, &found);
+        if (e && faulting) {
+            m_counter_add(&m_engine.c.integrity_failures, 1);
+            if (e == ESTALE)
+                m_error("integrity",
+                        "page %#lx (region %llu, index %zu): replayed sealed copy: version "
+                        "%llu found, %u expected; the page is not mapped",
+                        (unsigned long)addr, (unsigned long long)region_id, idx,
+                        (unsigned long long)found, q->version);
+            else
+                m_error("integrity",
+                        "page %#lx (region %llu, index %zu, version %u): sealed copy fails "
+                        "authentication (%s); the page is not mapped",
+                        (unsigned long)addr, (unsigned long long)region_id, idx, q->version,
+                        e == EBADMSG ? "tampered or foreign record" : strerror(e));
+        }
+    }
+    if (!e) {
+        bool wp = !(write && faulting) && (m_page_prot(pf) & MOAT_PROT_WRITE);
+        /* in dirty mode one load in 16 stays clean, to keep sampling */
+        if (wp && fault_load_dirty() &&
+            (atomic_fetch_add_explicit(&load_count, 1, memory_order_relaxed) & 15) != 0)
+            wp = false;
+        if (wp)
+            fault_note_clean_load();
+        m_counter_sub(&m_engine.c.evicted, 1);
+        m_counter_add(&m_engine.c.faults_pagein, 1);
+        e = uffd_copy(addr, plain, wp);
+        if (e == EEXIST)
+            e = 0;
+        if (!e) {
+            uint32_t f = m_page_lock(q);
+            f = m_page_set_state(f, M_PS_RESIDENT);
+            f |= wp ? M_PF_WP : M_PF_DIRTY;
+            if (pin && faulting) {
+                f |= M_PF_PINNED;
+                m_counter_add(&m_engine.c.unreclaimable, 1);
+            } else {
+                f = m_reclaim_track(idx, f);
+            }
+            m_page_unlock(q, f);
+        } else {
+            m_counter_add(&m_engine.c.evicted, 1);
+            m_counter_sub(&m_engine.c.faults_pagein, 1);
+            m_error("fault", "UFFDIO_COPY at %#lx failed: %s", (unsigned long)addr, strerror(e));
+        }
+    }
+    /* a page read ahead that fails is simply not installed: its own fault
+     * will report it */
+    if (e)
+        fault_load_fail(idx, faulting, true);
+    return e;
 }
 
 /* fault_load - EVICTED -> LOADING -> RESIDENT for index, and when the fault
  * looks sequential for the EVICTED pages right after it (read in the same
  * store submission).  0, ENOMEM, EAGAIN (state changed), or the
- * integrity/I-O error of the faulting page (which is then marked BAD, and
- * every thread waiting on it is woken to take its own signal). */
+ * integrity/I-O error of the faulting page (which is then marked BAD; the
+ * caller signals the faulting thread and then wakes the page's waiters, who
+ * fault again and take their own signal). */
 static int fault_load(size_t index, bool write, bool pin, const struct m_region_info *r)
 {
     struct m_io_ctx *io = m_io_ctx_get();
@@ -557,76 +647,10 @@ static int fault_load(size_t index, bool write, bool pin, const struct m_region_
     int err = m_store_rw(io->queue, iop, n);
     int first_err = 0;
     for (size_t k = 0; k < n; k++) {
-        size_t idx = index + k;
-        struct m_page *q = m_engine_page(idx);
-        uintptr_t addr = m_engine_addr(idx);
-        int e = err ? err : ios[k].result;
-        uint64_t found = 0;
-        if (e) {
-            if (k == 0)
-                m_error("fault", "reading page %#lx from the store (slot %u) failed: %s",
-                        (unsigned long)addr, q->slot, strerror(e));
-            m_counter_add(&m_engine.c.store_errors, 1);
-        } else {
-            m_counter_add(&m_engine.c.store_bytes_read, M_STORE_RECORD);
-            struct m_seal_id id = {
-                .region_id = region_id, .page_index = idx, .version = q->version};
-            e = m_seal_open(ios[k].buf, &id, io->plain, &found);
-            if (e && k == 0) {
-                m_counter_add(&m_engine.c.integrity_failures, 1);
-                if (e == ESTALE)
-                    m_error("integrity",
-                            "page %#lx (region %llu, index %zu): replayed sealed copy: version "
-                            "%llu found, %u expected; the page is not mapped",
-                            (unsigned long)addr, (unsigned long long)region_id, idx,
-                            (unsigned long long)found, q->version);
-                else
-                    m_error("integrity",
-                            "page %#lx (region %llu, index %zu, version %u): sealed copy fails "
-                            "authentication (%s); the page is not mapped",
-                            (unsigned long)addr, (unsigned long long)region_id, idx, q->version,
-                            e == EBADMSG ? "tampered or foreign record" : strerror(e));
-            }
-        }
-        if (!e) {
-            uint32_t pf = fl[k];
-            bool wp = !(write && k == 0) && (m_page_prot(pf) & MOAT_PROT_WRITE);
-            /* in dirty mode one load in 16 stays clean, to keep sampling */
-            if (wp && fault_load_dirty() &&
-                (atomic_fetch_add_explicit(&load_count, 1, memory_order_relaxed) & 15) != 0)
-                wp = false;
-            if (wp)
-                fault_note_clean_load();
-            m_counter_sub(&m_engine.c.evicted, 1);
-            m_counter_add(&m_engine.c.faults_pagein, 1);
-            e = uffd_copy(addr, io->plain, wp);
-            if (e == EEXIST)
-                e = 0;
-            if (!e) {
-                f = m_page_lock(q);
-                f = m_page_set_state(f, M_PS_RESIDENT);
-                f |= wp ? M_PF_WP : M_PF_DIRTY;
-                if (pin && k == 0) {
-                    f |= M_PF_PINNED;
-                    m_counter_add(&m_engine.c.unreclaimable, 1);
-                } else {
-                    f = m_reclaim_track(idx, f);
-                }
-                m_page_unlock(q, f);
-            } else {
-                m_counter_add(&m_engine.c.evicted, 1);
-                m_counter_sub(&m_engine.c.faults_pagein, 1);
-                m_error("fault", "UFFDIO_COPY at %#lx failed: %s", (unsigned long)addr,
-                        strerror(e));
-            }
-        }
-        if (e) {
-            /* a page read ahead that fails is simply not installed: its own
-             * fault will report it */
-            fault_load_fail(idx, k == 0, true);
-            if (k == 0)
-                first_err = e;
-        }
+        int e = fault_load_one(index + k, fl[k], region_id, k == 0, write, pin, ios[k].buf,
+                               io->plain, err ? err : ios[k].result);
+        if (k == 0)
+            first_err = e;
     }
     memset(io->plain, 0, M_PAGE_SIZE);
     return first_err;
@@ -702,10 +726,12 @@ static void fault_missing(uintptr_t addr, bool write, pid_t tid)
             int err = fault_load(index, write, false, have_region ? &r : NULL);
             if (err == EAGAIN)
                 continue;
-            if (err == ENOMEM)
+            if (err == ENOMEM) {
                 fault_budget_exhausted(tid, addr);
-            else if (err)
+            } else if (err) {
                 fault_signal(tid, addr, SIGBUS, BUS_ADRERR);
+                fault_wake(addr);
+            }
             return;
         }
         case M_PS_LOADING:
@@ -780,6 +806,8 @@ int m_fault_install(size_t index, bool pin)
             struct m_region_info r;
             bool have = m_region_find(m_engine_addr(index), &r) == 0;
             int err = fault_load(index, false, pin, have ? &r : NULL);
+            if (err && err != EAGAIN && err != ENOMEM)
+                fault_wake(m_engine_addr(index)); /* its waiters take SIGBUS */
             if (err != EAGAIN)
                 return err;
             continue;
@@ -814,6 +842,309 @@ static void fault_dispatch(const struct uffd_msg *msg)
     m_counter_add(&m_engine.c.fault_ns, m_now_ns() - t0);
 }
 
+/*
+ * Batched page-in
+ * ---------------
+ * A random page-in is one store round trip, and served one at a time the
+ * page-ins in flight are as many as the handler threads, each paying its
+ * own write, read and round trip.  But a read() of the userfaultfd often
+ * returns several faults at once when several threads fault (up to
+ * FAULT_BATCH).  So the MISSING faults of one read whose pages are EVICTED
+ * are loaded together: every page is marked LOADING (with its read-ahead
+ * when the fault continues a stream, exactly as fault_load does), the budget
+ * is charged once for all, all the reads go in one store submission (on a
+ * redis store one pipeline a node: one write and one round trip for the
+ * lot; on the file store one io_uring submit), and each page is opened and
+ * installed as its reply is reaped, which wakes its thread.  The rules of a
+ * single page-in hold page by page (fault_load_one): integrity or I/O
+ * errors give the faulting thread SIGBUS, a page read ahead that fails is
+ * just not installed.  A duplicate message of one read (the same page, or a
+ * page another fault of the batch reads ahead) is dropped: the page's
+ * UFFDIO_COPY wakes every thread waiting on it.  Faults that are not
+ * page-ins of EVICTED pages (or pages another handler is loading) are
+ * served one by one as before, after the batch.  A single page-in keeps
+ * the plain path: the batch adds nothing to one faulting thread's latency.
+ *
+ * Each handler thread has its own store queue and records for batches
+ * (fault_batcher, made at the first batch), separate from its I/O context,
+ * which the budget's synchronous reclaim uses while a batch is charged.
+ */
+#define FAULT_BATCH_RECORDS 128 /* pages one batch reads at most */
+
+static _Atomic uint64_t fault_batches, fault_batch_pages;
+
+void m_fault_batch_stats(uint64_t *batches, uint64_t *pages)
+{
+    *batches = atomic_load_explicit(&fault_batches, memory_order_relaxed);
+    *pages = atomic_load_explicit(&fault_batch_pages, memory_order_relaxed);
+}
+
+/* One page read by a batch. */
+struct fault_item {
+    struct m_store_io io;
+    size_t index;
+    uint32_t flags; /* at the LOADING transition */
+    uint64_t region_id;
+    uintptr_t fault_addr; /* the faulting page, 0 for a page read ahead */
+    pid_t tid;
+    bool write;
+    bool region; /* the page is in a region (fault-ahead streams) */
+    bool done;
+};
+
+struct fault_batcher {
+    struct m_store_queue *queue;
+    uint8_t *mem;     /* one plaintext page, then FAULT_BATCH_RECORDS records */
+    uint8_t *records; /* at M_IO_STRIDE */
+    struct fault_item items[FAULT_BATCH_RECORDS];
+};
+
+#define FAULT_BATCHER_BYTES (M_PAGE_SIZE + FAULT_BATCH_RECORDS * M_IO_STRIDE)
+
+static int fault_batcher_ready(struct fault_batcher *b)
+{
+    if (b->queue)
+        return 0;
+    if (!b->mem) {
+        void *mem = mmap(NULL, FAULT_BATCHER_BYTES, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED)
+            return errno;
+        madvise(mem, FAULT_BATCHER_BYTES, MADV_DONTDUMP); /* plaintext passes through */
+        b->mem = mem;
+        b->records = b->mem + M_PAGE_SIZE;
+    }
+    int err = m_store_queue_new(m_engine.store, FAULT_BATCH_RECORDS, &b->queue);
+    if (err)
+        m_error("fault",
+                "cannot create a store queue for batched page-ins: %s (serving "
+                "page-ins one by one)",
+                strerror(err));
+    return err;
+}
+
+static void fault_batcher_free(struct fault_batcher *b)
+{
+    m_store_queue_free(b->queue);
+    b->queue = NULL;
+    if (b->mem)
+        munmap(b->mem, FAULT_BATCHER_BYTES);
+    b->mem = b->records = NULL;
+}
+
+/* fault_batchable - is msg a missing-page fault on an EVICTED page (a hint:
+ * fault_batch looks again under the page lock)? */
+static bool fault_batchable(const struct uffd_msg *msg)
+{
+    if (msg->event != UFFD_EVENT_PAGEFAULT || (msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP))
+        return false;
+    uintptr_t addr = (uintptr_t)msg->arg.pagefault.address;
+    if (!m_engine_contains(addr))
+        return false;
+    uint32_t f =
+        atomic_load_explicit(&m_engine_page(m_engine_index(addr))->flags, memory_order_relaxed);
+    return m_page_state(f) == M_PS_EVICTED && !(f & M_PF_BAD);
+}
+
+static bool fault_batch_has(const struct fault_batcher *b, size_t n, size_t index)
+{
+    for (size_t k = 0; k < n; k++)
+        if (b->items[k].index == index)
+            return true;
+    return false;
+}
+
+/* fault_batch_drop - items [from, n) that are read ahead go back to EVICTED
+ * (uncharged); returns the new count, faulting pages kept in order. */
+static size_t fault_batch_drop_ahead(struct fault_batcher *b, size_t from, size_t n)
+{
+    size_t keep = from;
+    for (size_t k = from; k < n; k++) {
+        if (b->items[k].fault_addr)
+            b->items[keep++] = b->items[k];
+        else
+            fault_load_fail(b->items[k].index, false, false);
+    }
+    return keep;
+}
+
+/* fault_batch_charge - charge the budget for items [0, n), or, when it
+ * cannot take them at once, drop the pages read ahead and charge the
+ * faulting pages one by one (a page that cannot be charged is put back and
+ * its thread gets the budget's fatal error).  Returns the items kept. */
+static size_t fault_batch_charge(struct fault_batcher *b, size_t n)
+{
+    if (m_budget_try_charge(n) == 0)
+        return n;
+    size_t nfaulting = fault_batch_drop_ahead(b, 0, n);
+    if (nfaulting < n && nfaulting > 1 && m_budget_try_charge(nfaulting) == 0)
+        return nfaulting;
+    n = nfaulting;
+    size_t keep = 0;
+    for (size_t k = 0; k < n; k++) {
+        struct fault_item *it = &b->items[k];
+        if (m_budget_charge(1) == 0) {
+            b->items[keep++] = *it;
+            continue;
+        }
+        fault_load_fail(it->index, false, false);
+        fault_budget_exhausted(it->tid, it->fault_addr);
+    }
+    return keep;
+}
+
+/* fault_batch - load the pages of msgs[cand[0..nc)] (nc >= 2) in one store
+ * submission.  Messages it did not take (their page changed state, or the
+ * batch is full) are served one by one afterwards. */
+static void fault_batch(struct fault_batcher *b, const struct uffd_msg *msgs, const size_t *cand,
+                        size_t nc)
+{
+    uint64_t t0 = m_now_ns();
+    const struct uffd_msg *rest[FAULT_BATCH];
+    size_t nrest = 0, n = 0, nfaults = 0;
+    for (size_t c = 0; c < nc; c++) {
+        const struct uffd_msg *msg = &msgs[cand[c]];
+        uintptr_t addr = (uintptr_t)msg->arg.pagefault.address & ~(M_PAGE_SIZE - 1);
+        size_t index = m_engine_index(addr);
+        if (fault_batch_has(b, n, index))
+            continue; /* a duplicate: the page's copy wakes this thread too */
+        if (n == FAULT_BATCH_RECORDS) {
+            rest[nrest++] = msg;
+            continue;
+        }
+        struct m_page *p = m_engine_page(index);
+        uint32_t f = m_page_lock(p);
+        if (m_page_state(f) != M_PS_EVICTED || (f & M_PF_BAD)) {
+            m_page_unlock(p, f);
+            rest[nrest++] = msg;
+            continue;
+        }
+        m_page_unlock(p, m_page_set_state(f, M_PS_LOADING));
+        struct m_region_info r;
+        bool have_region = m_region_find(addr, &r) == 0;
+        uint64_t region_id = have_region ? r.id : 0;
+        b->items[n++] = (struct fault_item){
+            .index = index,
+            .flags = f,
+            .region_id = region_id,
+            .fault_addr = addr,
+            .tid = (m_engine.uffd_features & UFFD_FEATURE_THREAD_ID)
+                       ? (pid_t)msg->arg.pagefault.feat.ptid
+                       : 0,
+            .write = (msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0,
+            .region = have_region};
+        /* read ahead as fault_load does */
+        size_t limit = have_region && fault_sequential(index)
+                           ? fault_ahead_limit(index, &r, m_engine.fault_ahead)
+                           : 1;
+        for (size_t k = 1; k < limit && n < FAULT_BATCH_RECORDS; k++) {
+            struct m_page *q = m_engine_page(index + k);
+            if (!m_page_trylock(q, &f))
+                break;
+            if (m_page_state(f) != M_PS_EVICTED || (f & M_PF_BAD)) {
+                m_page_unlock(q, f);
+                break;
+            }
+            m_page_unlock(q, m_page_set_state(f, M_PS_LOADING));
+            b->items[n++] =
+                (struct fault_item){.index = index + k, .flags = f, .region_id = region_id};
+        }
+    }
+    /* LOADING: this thread owns slot and version of these pages now. */
+    if (n)
+        n = fault_batch_charge(b, n);
+    /* streams noted before the first install wakes a faulting thread */
+    for (size_t k = 0; k < n; k++) {
+        if (!b->items[k].fault_addr)
+            continue;
+        size_t run = 1;
+        while (k + run < n && !b->items[k + run].fault_addr)
+            run++;
+        nfaults++;
+        if (b->items[k].region)
+            fault_stream_note(b->items[k].index, run);
+    }
+    struct m_store_io *iop[FAULT_BATCH_RECORDS];
+    for (size_t k = 0; k < n; k++) {
+        struct fault_item *it = &b->items[k];
+        it->io = (struct m_store_io){.op = M_STORE_READ,
+                                     .slot = m_slot_store(m_engine_page(it->index)->slot),
+                                     .buf = b->records + k * M_IO_STRIDE,
+                                     .user = it};
+        it->done = false;
+        iop[k] = &it->io;
+    }
+    if (n) {
+        m_counter_add(&fault_batches, 1);
+        m_counter_add(&fault_batch_pages, nfaults);
+    }
+    int err = n ? m_store_submit(b->queue, iop, n) : 0;
+    size_t left = err ? 0 : n;
+    while (left) {
+        struct m_store_io *done[FAULT_BATCH_RECORDS];
+        size_t nd = 0;
+        err = m_store_reap(b->queue, done, left, 1, &nd);
+        if (err) {
+            /* the queue is unusable and its I/Os cannot be accounted: a new
+             * one is made for the next batch */
+            m_error("fault", "waiting for %zu page reads on %s failed: %s", left,
+                    m_store_describe(m_engine.store), strerror(err));
+            m_store_queue_free(b->queue);
+            b->queue = NULL;
+            break;
+        }
+        for (size_t k = 0; k < nd; k++) {
+            struct fault_item *it = done[k]->user;
+            int e = fault_load_one(it->index, it->flags, it->region_id, it->fault_addr != 0,
+                                   it->write, false, it->io.buf, b->mem, it->io.result);
+            it->done = true;
+            if (e && it->fault_addr) {
+                fault_signal(it->tid, it->fault_addr, SIGBUS, BUS_ADRERR);
+                fault_wake(it->fault_addr);
+            }
+        }
+        left -= nd;
+    }
+    if (err) {
+        /* not submitted, or lost with the queue */
+        for (size_t k = 0; k < n; k++) {
+            struct fault_item *it = &b->items[k];
+            if (it->done)
+                continue;
+            if (fault_load_one(it->index, it->flags, it->region_id, it->fault_addr != 0, it->write,
+                               false, NULL, b->mem, err) &&
+                it->fault_addr) {
+                fault_signal(it->tid, it->fault_addr, SIGBUS, BUS_ADRERR);
+                fault_wake(it->fault_addr);
+            }
+        }
+    }
+    if (n)
+        memset(b->mem, 0, M_PAGE_SIZE);
+    m_counter_add(&m_engine.c.fault_ns, m_now_ns() - t0);
+    for (size_t k = 0; k < nrest; k++)
+        fault_dispatch(rest[k]);
+}
+
+/* fault_serve - the messages of one read: page-ins of EVICTED pages in one
+ * batch when there are two or more, everything else one by one. */
+static void fault_serve(struct fault_batcher *b, const struct uffd_msg *msgs, size_t n)
+{
+    size_t cand[FAULT_BATCH], nc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (fault_batchable(&msgs[i]))
+            cand[nc++] = i;
+        else
+            fault_dispatch(&msgs[i]);
+    }
+    if (nc >= 2 && fault_batcher_ready(b) == 0) {
+        fault_batch(b, msgs, cand, nc);
+        return;
+    }
+    for (size_t c = 0; c < nc; c++)
+        fault_dispatch(&msgs[cand[c]]);
+}
+
 static void *fault_thread(void *arg)
 {
     (void)arg;
@@ -823,6 +1154,7 @@ static void *fault_thread(void *arg)
     pthread_setname_np(pthread_self(), "moat-fault");
     m_engine_thread_enter();
     struct uffd_msg msgs[FAULT_BATCH];
+    struct fault_batcher *batcher = fs.batch ? calloc(1, sizeof *batcher) : NULL;
     struct pollfd pfd[2] = {{.fd = m_engine.uffd, .events = POLLIN},
                             {.fd = fs.stop_fd, .events = POLLIN}};
     unsigned idle = 0;
@@ -830,8 +1162,13 @@ static void *fault_thread(void *arg)
         ssize_t n = read(m_engine.uffd, msgs, sizeof msgs);
         if (n > 0) {
             idle = 0;
-            for (size_t i = 0; i < (size_t)n / sizeof msgs[0]; i++)
-                fault_dispatch(&msgs[i]);
+            size_t nmsg = (size_t)n / sizeof msgs[0];
+            if (batcher) {
+                fault_serve(batcher, msgs, nmsg);
+            } else {
+                for (size_t i = 0; i < nmsg; i++)
+                    fault_dispatch(&msgs[i]);
+            }
             continue;
         }
         if (n < 0 && errno != EAGAIN && errno != EINTR) {
@@ -849,6 +1186,10 @@ static void *fault_thread(void *arg)
         if (pfd[1].revents)
             break;
         idle = 0;
+    }
+    if (batcher) {
+        fault_batcher_free(batcher);
+        free(batcher);
     }
     return NULL;
 }
@@ -947,8 +1288,9 @@ static void fault_sigsegv(int sig, siginfo_t *si, void *ucv)
     fault_segv_chain(sig, si, ucv);
 }
 
-int m_fault_start(unsigned nthreads)
+int m_fault_start(unsigned nthreads, bool batch)
 {
+    fs.batch = batch;
     if (nthreads < 1)
         nthreads = 1;
     if (nthreads > FAULT_MAX_THREADS)
@@ -958,6 +1300,8 @@ int m_fault_start(unsigned nthreads)
         return errno;
     fs.nthreads = 0;
     m_fault_streams_forget(0, SIZE_MAX); /* an earlier engine's streams */
+    atomic_store(&fault_batches, 0);
+    atomic_store(&fault_batch_pages, 0);
     for (unsigned i = 0; i < nthreads; i++) {
         int err = pthread_create(&fs.threads[i], NULL, fault_thread, NULL);
         if (err) {

@@ -20,8 +20,11 @@
  * register [base, base+size).  ENOSYS/EPERM with a log line naming what is
  * missing. */
 int m_fault_open(uintptr_t base, size_t size);
-/* m_fault_start - start the handler threads and install the SIGSEGV handler. */
-int m_fault_start(unsigned nthreads);
+/* m_fault_start - start the handler threads and install the SIGSEGV handler.
+ * With `batch`, the page-ins of several faults read at once are loaded in
+ * one store submission (fault.c, "Batched page-in"; MOAT_FAULT_BATCH=0
+ * turns it off). */
+int m_fault_start(unsigned nthreads, bool batch);
 /* m_fault_stop - stop the threads, restore the previous SIGSEGV handler,
  * close the userfaultfd. */
 void m_fault_stop(void);
@@ -34,6 +37,11 @@ int m_fault_install(size_t index, bool pin);
 /* m_fault_streams_forget - pages [first, end) were uncommitted or freed: a
  * stream of faults expected there is over (fault-ahead, fault.c). */
 void m_fault_streams_forget(size_t first, size_t end);
+
+/* m_fault_batch_stats - since m_fault_start: batches of page-ins (one store
+ * submission serving two or more faults of one userfaultfd read) and the
+ * faulting pages they loaded (pages read ahead not counted). */
+void m_fault_batch_stats(uint64_t *batches, uint64_t *pages);
 
 /* m_fault_copy_in - commit_data: install `src` (one page) into an uncommitted
  * page with UFFDIO_COPY and mark it resident and dirty.  The caller charged

@@ -335,6 +335,8 @@ void m_run_json(FILE *f, const struct m_stats_block *b, int status)
     J(store_failovers);
     J(tracking);
     J(untracked_pages);
+    J(pagein_batches);
+    J(pagein_batched_faults);
 #undef J
 #define A(field) fprintf(f, "  \"" #field "\": %" PRIu64 ",\n", b->field)
     A(threads_live);
