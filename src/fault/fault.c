@@ -587,6 +587,22 @@ static int fault_load_one(size_t idx, uint32_t pf, uint64_t region_id, bool faul
     return e;
 }
 
+/* fault_take_ahead - page idx, read ahead of a page-in, if it is EVICTED
+ * (not bad) and its lock is free at once: LOADING now, its flags before in
+ * *f.  false: the run of read-ahead stops there. */
+static bool fault_take_ahead(size_t idx, uint32_t *f)
+{
+    struct m_page *q = m_engine_page(idx);
+    if (!m_page_trylock(q, f))
+        return false;
+    if (m_page_state(*f) != M_PS_EVICTED || (*f & M_PF_BAD)) {
+        m_page_unlock(q, *f);
+        return false;
+    }
+    m_page_unlock(q, m_page_set_state(*f, M_PS_LOADING));
+    return true;
+}
+
 /* fault_load - EVICTED -> LOADING -> RESIDENT for index, and when the fault
  * looks sequential for the EVICTED pages right after it (read in the same
  * store submission).  0, ENOMEM, EAGAIN (state changed), or the
@@ -613,17 +629,8 @@ static int fault_load(size_t index, bool write, bool pin, const struct m_region_
     }
     fl[n++] = f;
     m_page_unlock(p, m_page_set_state(f, M_PS_LOADING));
-    while (n < limit) {
-        struct m_page *q = m_engine_page(index + n);
-        if (!m_page_trylock(q, &f))
-            break;
-        if (m_page_state(f) != M_PS_EVICTED || (f & M_PF_BAD)) {
-            m_page_unlock(q, f);
-            break;
-        }
+    while (n < limit && fault_take_ahead(index + n, &f))
         fl[n++] = f;
-        m_page_unlock(q, m_page_set_state(f, M_PS_LOADING));
-    }
     /* LOADING: this thread owns slot and version of these pages now. */
     if (n > 1 && m_budget_try_charge(n) != 0) {
         for (size_t k = 1; k < n; k++)
@@ -1038,14 +1045,8 @@ static void fault_batch(struct fault_batcher *b, const struct uffd_msg *msgs, co
                            ? fault_ahead_limit(index, &r, m_engine.fault_ahead)
                            : 1;
         for (size_t k = 1; k < limit && n < FAULT_BATCH_RECORDS; k++) {
-            struct m_page *q = m_engine_page(index + k);
-            if (!m_page_trylock(q, &f))
+            if (!fault_take_ahead(index + k, &f))
                 break;
-            if (m_page_state(f) != M_PS_EVICTED || (f & M_PF_BAD)) {
-                m_page_unlock(q, f);
-                break;
-            }
-            m_page_unlock(q, m_page_set_state(f, M_PS_LOADING));
             b->items[n++] =
                 (struct fault_item){.index = index + k, .flags = f, .region_id = region_id};
         }
