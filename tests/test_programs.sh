@@ -166,6 +166,25 @@ int main(void) {
 C
 if cc -O2 -pthread -o "$T/mt" "$T/mt.c" 2>"$T/cc.err"; then
     check threads 16M -- "$T/mt"
+    # Batched page-in (8 threads fault together): the counters are in the
+    # JSON and consistent (a batch serves two faults or more); with
+    # MOAT_FAULT_BATCH=0 there is none and the output is the same.
+    nb=$(json_num "$T/threads.json" pagein_batches 2>/dev/null || echo x)
+    nf=$(json_num "$T/threads.json" pagein_batched_faults 2>/dev/null || echo x)
+    if [ "$nb" = x ] || [ "$nf" = x ] || [ "$nf" -lt $((2 * nb)) ]; then
+        bad "threads: pagein_batches=$nb pagein_batched_faults=$nf"
+    else
+        ok "threads: $nf faults page-in in $nb batches"
+    fi
+    MOAT_FAULT_BATCH=0 "$MOAT" run --budget 16M --quiet --stats-json "$T/nb.json" -- "$T/mt" \
+        >"$T/nb.out" 2>"$T/nb.err"
+    rc=$?
+    nb=$(json_num "$T/nb.json" pagein_batches 2>/dev/null || echo x)
+    if [ $rc -eq 0 ] && [ "$nb" = 0 ] && cmp -s "$T/threads.plain" "$T/nb.out"; then
+        ok "threads with MOAT_FAULT_BATCH=0: same output, no batches"
+    else
+        bad "threads with MOAT_FAULT_BATCH=0: rc=$rc pagein_batches=$nb: $(head -c 300 "$T/nb.err")"
+    fi
 else
     bad "cannot compile the threaded program: $(cat "$T/cc.err")"
 fi

@@ -237,6 +237,12 @@ void m_run_summary(FILE *f, const struct m_stats_block *b, int sig)
             ", write-protect %" PRIu64 "), %.3f s in faults, %.3f s evicting\n",
             s->faults_commit + s->faults_pagein + s->faults_wp, s->faults_commit, s->faults_pagein,
             s->faults_wp, (double)s->fault_ns / 1e9, (double)s->reclaim_ns / 1e9);
+    if (s->pagein_batches)
+        fprintf(f,
+                "moat: batched page-in: %" PRIu64 " faults of threads faulting together loaded "
+                "in %" PRIu64 " store submissions (%.1f each)\n",
+                s->pagein_batched_faults, s->pagein_batches,
+                (double)s->pagein_batched_faults / (double)s->pagein_batches);
     if (!s->tracking)
         fprintf(f,
                 "moat: pages were not tracked: the program's memory never exceeded the budget's "
