@@ -144,20 +144,36 @@ static inline bool cluster_wait_topology(double seconds)
     return false;
 }
 
+/* Start CLUSTER_NODES servers and make them a cluster with redis-cli.  On
+ * a loaded machine `redis-cli --cluster create` now and then gives up
+ * (nodes slow to join): its output is shown and the cluster is made again
+ * from new servers, up to three times. */
 static inline void cluster_start(void)
 {
-    for (int i = 0; i < CLUSTER_NODES; i++)
-        cluster[i] = server_start(cluster_args);
-    char cmd[1024];
-    int off = snprintf(cmd, sizeof cmd, "redis-cli --cluster create");
-    for (int i = 0; i < CLUSTER_NODES; i++)
-        off += snprintf(cmd + off, sizeof cmd - (size_t)off, " 127.0.0.1:%d", cluster[i]->port);
-    snprintf(cmd + off, sizeof cmd - (size_t)off,
-             " --cluster-replicas 1 --cluster-yes >%s/moat-cluster-create.log 2>&1",
-             redis_test_dir());
-    assert_int_equal(system(cmd), 0);
-    assert_true(cluster_wait_ok(30));
-    assert_true(cluster_wait_topology(30));
+    char log[300];
+    snprintf(log, sizeof log, "%s/moat-cluster-create-%d.log", redis_test_dir(), (int)getpid());
+    for (int attempt = 1;; attempt++) {
+        for (int i = 0; i < CLUSTER_NODES; i++)
+            cluster[i] = server_start(cluster_args);
+        char cmd[1024];
+        int off = snprintf(cmd, sizeof cmd, "redis-cli --cluster create");
+        for (int i = 0; i < CLUSTER_NODES; i++)
+            off += snprintf(cmd + off, sizeof cmd - (size_t)off, " 127.0.0.1:%d", cluster[i]->port);
+        snprintf(cmd + off, sizeof cmd - (size_t)off,
+                 " --cluster-replicas 1 --cluster-yes >%s 2>&1", log);
+        int rc = system(cmd);
+        if (rc == 0 && cluster_wait_ok(30) && cluster_wait_topology(30))
+            break;
+        fprintf(stderr, "making the cluster failed (attempt %d, redis-cli status %#x):\n", attempt,
+                rc);
+        snprintf(cmd, sizeof cmd, "cat %s >&2", log);
+        if (system(cmd) != 0)
+            fprintf(stderr, "(no output from redis-cli)\n");
+        for (int i = 0; i < CLUSTER_NODES; i++)
+            server_kill(cluster[i]);
+        assert_true(attempt < 3);
+    }
+    unlink(log);
 }
 
 static inline const char *node_role(int port, char *buf, size_t len)

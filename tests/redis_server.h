@@ -30,7 +30,7 @@
  * redis-server processes
  * ------------------------------------------------------------------------- */
 
-#define MAX_SERVERS 16
+#define MAX_SERVERS 40
 
 struct server {
     pid_t pid;
