@@ -42,9 +42,14 @@ static void test_watermarks(void **state)
                      0);
     for (size_t i = 0; i < 4096; i++)
         p[i * PG] = (uint8_t)i;
-    /* above high after the burst, the reclaimer brings residency to low */
-    uint64_t r = wait_below(512);
-    assert_true(r <= 512);
+    /* The reclaimer wakes above high and reclaims down to low, so once the
+     * burst is over residency settles at or below high (768): between the
+     * watermarks if the last pages came after the last reclaim, at low if
+     * they pushed it over high again.  (Waiting for low itself failed now
+     * and then under TSan: a burst that ends between the watermarks leaves
+     * nothing to reclaim.) */
+    uint64_t r = wait_below(768);
+    assert_true(r <= 768);
     assert_true(MT_STAT(peak_resident_pages) <= 1024);
     assert_true(MT_STAT(evictions_written) >= 4096 - 1024);
     moat_shutdown();
