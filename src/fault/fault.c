@@ -1075,7 +1075,7 @@ static void fault_batch(struct fault_batcher *b, const struct uffd_msg *msgs, co
         it->done = false;
         iop[k] = &it->io;
     }
-    if (n) {
+    if (nfaults >= 2) { /* counted as a batch when it still serves several faults */
         m_counter_add(&fault_batches, 1);
         m_counter_add(&fault_batch_pages, nfaults);
     }
