@@ -59,16 +59,15 @@ static inline bool node_synced(int port)
     return ok;
 }
 
-/* Every live node says cluster_state:ok and every live replica has synced
- * with its primary; up to `seconds`. */
-static inline bool cluster_wait_ok(double seconds)
+/* cluster_wait_nodes - true once ok(port) holds for every live node in the
+ * same sweep; false after `seconds`. */
+static inline bool cluster_wait_nodes(double seconds, bool (*ok)(int port))
 {
     double end = cluster_now() + seconds;
     while (cluster_now() < end) {
         bool all = true;
         for (int i = 0; i < CLUSTER_NODES && all; i++)
-            if (cluster[i]->pid > 0 &&
-                (!node_state_ok(cluster[i]->port) || !node_synced(cluster[i]->port)))
+            if (cluster[i]->pid > 0 && !ok(cluster[i]->port))
                 all = false;
         if (all)
             return true;
@@ -77,71 +76,73 @@ static inline bool cluster_wait_ok(double seconds)
     return false;
 }
 
-/* cluster_wait_ok, and no live node still flags another as failing (a
- * replica that was stopped and continued is only seen live again after a
- * while): what writes with replicas=N check before they are accepted. */
-static inline bool cluster_wait_healthy(double seconds)
+/* The node says cluster_state:ok and, if a replica, has synced. */
+static inline bool node_ok(int port)
 {
-    double end = cluster_now() + seconds;
-    while (cluster_now() < end) {
-        bool all = cluster_wait_ok(end - cluster_now());
-        for (int i = 0; i < CLUSTER_NODES && all; i++) {
-            if (cluster[i]->pid <= 0)
-                continue;
-            char *nodes = server_str(cluster[i]->port, "CLUSTER NODES");
-            if (!nodes || strstr(nodes, "fail"))
-                all = false;
-            free(nodes);
-        }
-        if (all)
-            return true;
-        usleep(100000);
-    }
-    return false;
+    return node_state_ok(port) && node_synced(port);
 }
 
-/* Every node's CLUSTER NODES lists CLUSTER_NODES / 2 primaries and as many
- * replicas, each connected and none failing or in handshake; and every
- * primary says it has a replica attached (INFO replication).  Right after
+/* node_ok, and the node flags no other as failing (a replica that was
+ * stopped and continued is only seen live again after a while): what
+ * writes with replicas=N check before they are accepted. */
+static inline bool node_healthy(int port)
+{
+    if (!node_ok(port))
+        return false;
+    char *nodes = server_str(port, "CLUSTER NODES");
+    bool ok = nodes && !strstr(nodes, "fail");
+    free(nodes);
+    return ok;
+}
+
+/* The node's CLUSTER NODES lists CLUSTER_NODES / 2 primaries and as many
+ * replicas, none failing, in handshake or disconnected; and, if it is a
+ * primary, it has its replica attached (INFO replication).  Right after
  * `redis-cli --cluster create` a node can already say cluster_state:ok while
  * its view of the replicas is still forming: moat's store counts live
  * replicas from one node's CLUSTER NODES, so writes with replicas=N would be
  * refused until it sees them. */
+static inline bool node_sees_all(int port)
+{
+    char *nodes = server_str(port, "CLUSTER NODES");
+    if (!nodes)
+        return false;
+    int primaries = 0, replicas = 0;
+    bool ok = true;
+    for (char *line = nodes; ok && line && *line;) {
+        char *eol = strchr(line, '\n');
+        if (eol)
+            *eol = '\0';
+        if (strstr(line, "fail") || strstr(line, "handshake") || strstr(line, "noaddr") ||
+            strstr(line, "disconnected"))
+            ok = false;
+        else if (strstr(line, "master"))
+            primaries++;
+        else if (strstr(line, "slave"))
+            replicas++;
+        line = eol ? eol + 1 : NULL;
+    }
+    free(nodes);
+    if (!ok || primaries != CLUSTER_NODES / 2 || replicas != CLUSTER_NODES / 2)
+        return false;
+    char *info = server_str(port, "INFO replication");
+    ok = info && (!strstr(info, "role:master") || strstr(info, "connected_slaves:1"));
+    free(info);
+    return ok;
+}
+
+/* Up to `seconds`: every live node node_ok / node_healthy / node_sees_all. */
+static inline bool cluster_wait_ok(double seconds)
+{
+    return cluster_wait_nodes(seconds, node_ok);
+}
+static inline bool cluster_wait_healthy(double seconds)
+{
+    return cluster_wait_nodes(seconds, node_healthy);
+}
 static inline bool cluster_wait_topology(double seconds)
 {
-    double end = cluster_now() + seconds;
-    while (cluster_now() < end) {
-        bool all = true;
-        for (int i = 0; i < CLUSTER_NODES && all; i++) {
-            char *nodes = server_str(cluster[i]->port, "CLUSTER NODES");
-            int primaries = 0, replicas = 0;
-            for (char *line = nodes; line && *line && all;) {
-                char *eol = strchr(line, '\n');
-                if (eol)
-                    *eol = '\0';
-                if (strstr(line, "fail") || strstr(line, "handshake") || strstr(line, "noaddr") ||
-                    strstr(line, "disconnected"))
-                    all = false;
-                else if (strstr(line, "master"))
-                    primaries++;
-                else if (strstr(line, "slave"))
-                    replicas++;
-                line = eol ? eol + 1 : NULL;
-            }
-            free(nodes);
-            if (!nodes || primaries != CLUSTER_NODES / 2 || replicas != CLUSTER_NODES / 2)
-                all = false;
-            char *info = all ? server_str(cluster[i]->port, "INFO replication") : NULL;
-            if (all &&
-                (!info || (strstr(info, "role:master") && !strstr(info, "connected_slaves:1"))))
-                all = false;
-            free(info);
-        }
-        if (all)
-            return true;
-        usleep(100000);
-    }
-    return false;
+    return cluster_wait_nodes(seconds, node_sees_all);
 }
 
 /* Start CLUSTER_NODES servers and make them a cluster with redis-cli.  On
