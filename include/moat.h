@@ -125,8 +125,10 @@ enum moat_log_level {
 struct moat_options {
     size_t range_size;         /* emulated ELRANGE; 0 = 64 GiB (env MOAT_RANGE) */
     size_t budget;             /* resident budget in bytes; 0 = unlimited (env MOAT_BUDGET) */
-    unsigned low_pct;          /* reclaim runs down to this % of budget; 0 = 80 (MOAT_LOW) */
-    unsigned high_pct;         /* reclaim starts above this % of budget; 0 = 90 (MOAT_HIGH) */
+    unsigned low_pct;          /* reclaim runs down to this % of budget (MOAT_LOW); 0 = 2% of
+                                  the budget below high, at least 2 batches (~97%) */
+    unsigned high_pct;         /* reclaim starts above this % of budget (MOAT_HIGH); 0 = 1% of
+                                  the budget below it, at least 1 batch (~99%) */
     unsigned batch_pages;      /* pages evicted per reclaim batch; 0 = 32 */
     unsigned fault_threads;    /* userfaultfd handler threads, 1-16; 0 = 2 (MOAT_FAULT_THREADS) */
     unsigned fault_ahead;      /* pages a sequential fault installs at once (commit ahead,

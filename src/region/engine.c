@@ -30,8 +30,6 @@ struct m_engine m_engine = {.uffd = -1};
 static pthread_mutex_t engine_lock = PTHREAD_MUTEX_INITIALIZER; /* init/shutdown */
 
 #define DEFAULT_RANGE   (64ULL << 30)
-#define DEFAULT_LOW     80
-#define DEFAULT_HIGH    90
 #define DEFAULT_BATCH   32
 #define DEFAULT_THREADS 2
 #define DEFAULT_AHEAD   16
@@ -192,10 +190,6 @@ static int engine_options(const struct moat_options *in, struct moat_options *o,
         return EINVAL;
     if (!o->range_size)
         o->range_size = DEFAULT_RANGE;
-    if (!o->low_pct)
-        o->low_pct = DEFAULT_LOW;
-    if (!o->high_pct)
-        o->high_pct = DEFAULT_HIGH;
     if (!o->batch_pages)
         o->batch_pages = DEFAULT_BATCH;
     if (!o->fault_threads)
@@ -399,6 +393,37 @@ static void engine_atexit_register(void)
     pthread_atfork(engine_fork_prepare, engine_fork_parent, engine_fork_child);
 }
 
+/* watermarks_set - the reclaimer's watermarks in pages.  A percentage the
+ * caller gave is used as is.  Otherwise they sit just below the budget, as
+ * the kernel keeps a memory cgroup at its limit: `high` leaves 1% of the
+ * budget (at least one reclaim batch) free for faults, `low` is 2% (at least
+ * two batches) below `high`, neither more than 1/8 of the budget.  A program
+ * whose hot set is close to the budget pages in far less with every page it
+ * may keep (xz -9 under 32M: 139k page-ins at the old 80/90%, 57k at 97/99%;
+ * docs/bench.md). */
+static size_t clamp_pages(size_t v, size_t lo, size_t hi)
+{
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
+}
+
+static void watermarks_set(const struct moat_options *o)
+{
+    size_t budget = m_engine.budget_pages, batch = m_engine.batch_pages;
+    size_t high = budget - clamp_pages(budget / 100, batch, budget / 8);
+    size_t low = high - clamp_pages(budget / 50, 2 * batch, budget / 8);
+    if (o->high_pct)
+        high = budget * o->high_pct / 100;
+    if (o->low_pct)
+        low = budget * o->low_pct / 100;
+    else if (low > high)
+        low = high;
+    if (!o->low_pct || !o->high_pct)
+        high = high < low ? low : high;
+    m_engine.high_pages = high;
+    m_engine.low_pages = low;
+}
+
 int moat_init(const struct moat_options *opts)
 {
     pthread_once(&engine_atexit_once, engine_atexit_register);
@@ -440,9 +465,8 @@ int moat_init(const struct moat_options *opts)
     }
     if (!err) {
         m_engine.budget_pages = o.budget / M_PAGE_SIZE;
-        m_engine.high_pages = m_engine.budget_pages * o.high_pct / 100;
-        m_engine.low_pages = m_engine.budget_pages * o.low_pct / 100;
         m_engine.batch_pages = o.batch_pages;
+        watermarks_set(&o);
         m_engine.fault_threads = o.fault_threads;
         m_engine.fault_ahead = o.fault_ahead;
         /* Default: the budget (a fork never holds more than twice it), but
