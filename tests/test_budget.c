@@ -55,6 +55,36 @@ static void test_watermarks(void **state)
     moat_shutdown();
 }
 
+/* Without percentages the watermarks sit just below the budget: high
+ * leaves 1% of it free (at least a batch of 32), low is 2% (at least two
+ * batches) below high.  For 4096 pages: high 4056, low 3975.  After a burst
+ * residency settles between them, give or take a batch of synchronous
+ * reclaim that ran alongside the reclaimer; the old 80/90% defaults would
+ * leave it near 3276. */
+static void test_default_watermarks(void **state)
+{
+    (void)state;
+    start_with(4096, 0, 0);
+    uint8_t *p;
+    assert_int_equal(moat_alloc(NULL, 8192 * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&p),
+                     0);
+    for (size_t i = 0; i < 8192; i++)
+        p[i * PG] = (uint8_t)i;
+    uint64_t r = wait_below(4056);
+    printf("default watermarks: resident %llu after the burst\n", (unsigned long long)r);
+    assert_true(r <= 4056);
+    assert_true(r >= 3975 - 64);
+    moat_shutdown();
+    /* only high given: low follows it down rather than sit above it */
+    start_with(4096, 0, 50);
+    assert_int_equal(moat_alloc(NULL, 8192 * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&p),
+                     0);
+    for (size_t i = 0; i < 8192; i++)
+        p[i * PG] = (uint8_t)i;
+    assert_true(wait_below(2048) <= 2048);
+    moat_shutdown();
+}
+
 static void test_clean_pages_not_rewritten(void **state)
 {
     (void)state;
@@ -116,6 +146,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_watermarks),
+        cmocka_unit_test(test_default_watermarks),
         cmocka_unit_test(test_clean_pages_not_rewritten),
         cmocka_unit_test(test_unlimited_never_evicts),
         cmocka_unit_test(test_bad_watermarks),
