@@ -293,6 +293,13 @@ if [ $rc -eq 4 ] && grep -q "MOAT_RANGE\|range size" "$T/e.err" && grep -q "coul
 else
     bad "bad MOAT_RANGE: rc=$rc $(cat "$T/e.err")"
 fi
+MOAT_STORE_SPIN_US=-5 "$MOAT" run --quiet -- true 2>"$T/e.err"
+rc=$?
+if [ $rc -eq 4 ] && grep -q "MOAT_STORE_SPIN_US='-5'" "$T/e.err"; then
+    ok "bad MOAT_STORE_SPIN_US: exit 4 naming it"
+else
+    bad "bad MOAT_STORE_SPIN_US: rc=$rc $(cat "$T/e.err")"
+fi
 "$MOAT" run --help | grep -q -- "--trace-interval" && ok "moat run --help" || bad "moat run --help"
 
 # A budget far too small for the program: not a silent crawl but a warning
