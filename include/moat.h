@@ -303,6 +303,11 @@ struct moat_stats {
      * batching factor. */
     uint64_t pagein_batches;
     uint64_t pagein_batched_faults;
+
+    /* Page-ins read ahead of a fault along a stream of faults (upward or
+     * downward, MOAT_FAULT_AHEAD pages at most a fault); part of
+     * faults_pagein. */
+    uint64_t pagein_readahead;
 };
 
 /* moat_stats - a consistent-enough snapshot of the counters (each read

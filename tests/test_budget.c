@@ -7,6 +7,7 @@
  */
 #include "moat_test.h"
 
+#include <stdbool.h>
 #include <time.h>
 
 #define PG 4096UL
@@ -85,6 +86,50 @@ static void test_default_watermarks(void **state)
     moat_shutdown();
 }
 
+/* Page-ins along a stream read the pages after the faulting one (upwards)
+ * or before it (downwards) in the same store submission; every page still
+ * holds what was written. */
+static void sweep_check(uint8_t *p, size_t npages, bool down, uint8_t salt)
+{
+    for (size_t k = 0; k < npages; k++) {
+        size_t i = down ? npages - 1 - k : k;
+        uint64_t *w = (uint64_t *)(p + i * PG);
+        assert_int_equal(w[0], i * 31 + salt);
+        assert_int_equal(w[PG / 8 - 1], ~(uint64_t)i);
+    }
+}
+
+static void test_readahead_streams(void **state)
+{
+    (void)state;
+    start_with(256, 0, 0);
+    enum { N = 2048 };
+    uint8_t *p;
+    assert_int_equal(moat_alloc(NULL, N * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&p), 0);
+    for (size_t i = 0; i < N; i++) {
+        uint64_t *w = (uint64_t *)(p + i * PG);
+        w[0] = i * 31 + 7;
+        w[PG / 8 - 1] = ~(uint64_t)i;
+    }
+    for (int pass = 0; pass < 4; pass++) {
+        bool down = pass % 2 == 0;
+        struct moat_stats a, b;
+        assert_int_equal(moat_stats(&a), 0);
+        sweep_check(p, N, down, 7);
+        assert_int_equal(moat_stats(&b), 0);
+        uint64_t in = b.faults_pagein - a.faults_pagein,
+                 ahead = b.pagein_readahead - a.pagein_readahead;
+        printf("%s sweep: %llu page-ins, %llu read ahead\n", down ? "downward" : "upward",
+               (unsigned long long)in, (unsigned long long)ahead);
+        /* most of the range was evicted; all but the first faults of the
+         * stream read ahead */
+        assert_true(in >= N / 2);
+        assert_true(ahead * 4 >= in * 3);
+    }
+    assert_int_equal(MT_STAT(integrity_failures), 0);
+    moat_shutdown();
+}
+
 static void test_clean_pages_not_rewritten(void **state)
 {
     (void)state;
@@ -147,6 +192,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_watermarks),
         cmocka_unit_test(test_default_watermarks),
+        cmocka_unit_test(test_readahead_streams),
         cmocka_unit_test(test_clean_pages_not_rewritten),
         cmocka_unit_test(test_unlimited_never_evicts),
         cmocka_unit_test(test_bad_watermarks),

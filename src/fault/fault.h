@@ -39,9 +39,10 @@ int m_fault_install(size_t index, bool pin);
 void m_fault_streams_forget(size_t first, size_t end);
 
 /* m_fault_batch_stats - since m_fault_start: batches of page-ins (one store
- * submission serving two or more faults of one userfaultfd read) and the
- * faulting pages they loaded (pages read ahead not counted). */
-void m_fault_batch_stats(uint64_t *batches, uint64_t *pages);
+ * submission serving two or more faults of one userfaultfd read), the
+ * faulting pages they loaded (pages read ahead not counted), and the pages
+ * read ahead of page-in faults (batched or not). */
+void m_fault_batch_stats(uint64_t *batches, uint64_t *pages, uint64_t *readahead);
 
 /* m_fault_copy_in - commit_data: install `src` (one page) into an uncommitted
  * page with UFFDIO_COPY and mark it resident and dirty.  The caller charged

@@ -576,7 +576,7 @@ int m_engine_stats(struct moat_stats *out, bool often)
     out->reclaim_ns = atomic_load(&c->reclaim_ns);
     out->fork_loaded_pages = atomic_load(&c->fork_loaded);
     out->tracking = atomic_load(&m_engine.tracking);
-    m_fault_batch_stats(&out->pagein_batches, &out->pagein_batched_faults);
+    m_fault_batch_stats(&out->pagein_batches, &out->pagein_batched_faults, &out->pagein_readahead);
     if (!out->tracking) {
         uint64_t res = 0, com = 0;
         engine_untracked_sample(&res, &com, often);
@@ -629,6 +629,9 @@ void moat_stats_print(int fd)
             (unsigned long long)s.faults_commit, (unsigned long long)s.faults_pagein,
             (unsigned long long)s.faults_wp, (unsigned long long)s.faults_handler,
             (unsigned long long)s.faults_fatal);
+    if (s.pagein_readahead)
+        dprintf(fd, "  read ahead      %llu of the page-ins (along streams of faults)\n",
+                (unsigned long long)s.pagein_readahead);
     if (s.pagein_batches)
         dprintf(fd, "  batched page-in %llu submissions served %llu faults (%.1f each)\n",
                 (unsigned long long)s.pagein_batches, (unsigned long long)s.pagein_batched_faults,

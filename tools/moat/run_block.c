@@ -237,6 +237,11 @@ void m_run_summary(FILE *f, const struct m_stats_block *b, int sig)
             ", write-protect %" PRIu64 "), %.3f s in faults, %.3f s evicting\n",
             s->faults_commit + s->faults_pagein + s->faults_wp, s->faults_commit, s->faults_pagein,
             s->faults_wp, (double)s->fault_ns / 1e9, (double)s->reclaim_ns / 1e9);
+    if (s->pagein_readahead)
+        fprintf(f,
+                "moat: read ahead: %" PRIu64 " of the %" PRIu64
+                " page-ins, along streams of faults\n",
+                s->pagein_readahead, s->faults_pagein);
     if (s->pagein_batches)
         fprintf(f,
                 "moat: batched page-in: %" PRIu64 " faults of threads faulting together loaded "
@@ -343,6 +348,7 @@ void m_run_json(FILE *f, const struct m_stats_block *b, int status)
     J(untracked_pages);
     J(pagein_batches);
     J(pagein_batched_faults);
+    J(pagein_readahead);
 #undef J
 #define A(field) fprintf(f, "  \"" #field "\": %" PRIu64 ",\n", b->field)
     A(threads_live);
