@@ -130,6 +130,54 @@ static void test_readahead_streams(void **state)
     moat_shutdown();
 }
 
+/* hot_set_pageins - under a 1024-page budget, 64 hot pages rewritten
+ * between every two pages of a cold stream of 16384 pages written once:
+ * page-ins during the stream are refaults of the hot set. */
+static uint64_t hot_set_pageins(const char *sample)
+{
+    setenv("MOAT_RECLAIM_SAMPLE", sample, 1);
+    start_with(1024, 0, 0);
+    unsetenv("MOAT_RECLAIM_SAMPLE");
+    enum { HOT = 64, COLD = 16384 };
+    uint8_t *hot, *cold;
+    assert_int_equal(moat_alloc(NULL, HOT * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&hot),
+                     0);
+    assert_int_equal(moat_alloc(NULL, COLD * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&cold),
+                     0);
+    for (size_t h = 0; h < HOT; h++)
+        hot[h * PG] = 1;
+    uint64_t before = MT_STAT(faults_pagein);
+    for (size_t i = 0; i < COLD; i++) {
+        cold[i * PG] = (uint8_t)i;
+        for (size_t h = 0; h < HOT; h++)
+            hot[h * PG + i % PG]++;
+    }
+    uint64_t in = MT_STAT(faults_pagein) - before;
+    /* every hot byte written COLD / PG times plus the first */
+    for (size_t h = 0; h < HOT; h++)
+        for (size_t b = 0; b < PG; b++)
+            assert_int_equal(hot[h * PG + b], (uint8_t)((b == 0 ? 1 : 0) + COLD / PG));
+    assert_int_equal(MT_STAT(integrity_failures), 0);
+    moat_shutdown();
+    printf("MOAT_RECLAIM_SAMPLE=%s: %llu page-ins of the hot set\n", sample,
+           (unsigned long long)in);
+    return in;
+}
+
+/* Write sampling keeps a hot set that is written, not read: without it
+ * every written page goes round the FIFO and out, however hot. */
+static void test_write_sampling(void **state)
+{
+    (void)state;
+    uint64_t off = hot_set_pageins("0"), on = hot_set_pageins("1");
+    assert_true(off >= 256);
+    assert_true(on * 4 <= off);
+    setenv("MOAT_RECLAIM_SAMPLE", "sometimes", 1);
+    struct moat_options o = {.budget = 256 * PG, .log_level = -1, .range_size = 1ULL << 30};
+    assert_int_equal(moat_init(&o), EINVAL);
+    unsetenv("MOAT_RECLAIM_SAMPLE");
+}
+
 static void test_clean_pages_not_rewritten(void **state)
 {
     (void)state;
@@ -193,6 +241,7 @@ int main(void)
         cmocka_unit_test(test_watermarks),
         cmocka_unit_test(test_default_watermarks),
         cmocka_unit_test(test_readahead_streams),
+        cmocka_unit_test(test_write_sampling),
         cmocka_unit_test(test_clean_pages_not_rewritten),
         cmocka_unit_test(test_unlimited_never_evicts),
         cmocka_unit_test(test_bad_watermarks),

@@ -39,6 +39,10 @@ void m_budget_uncharge(size_t npages);
  * watermarks for a moment (fork, engine.c). */
 void m_budget_boost(int64_t delta);
 
+/* m_budget_sample_rescued - the page at index, write-protected by reclaim's
+ * write sampling, was written during its sampled lap (fault.c's WP fault). */
+void m_budget_sample_rescued(size_t index);
+
 /* m_reclaim_track - put a page that just became resident at the tail of the
  * reclaim list.  Called with the page lock held; returns the flags to unlock
  * with (M_PF_INLIST set). */

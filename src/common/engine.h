@@ -50,18 +50,23 @@ enum m_page_state {
     M_PS_LOADING = 5,  /* being read back; owned by the loader */
 };
 
-#define M_PF_STATE      0x7u
-#define M_PF_LOCK       (1u << 3)
-#define M_PF_DIRTY      (1u << 4)  /* differs from its sealed copy (or has none) */
-#define M_PF_REF        (1u << 5)  /* referenced since it entered the reclaim list */
-#define M_PF_PINNED     (1u << 6)  /* unreclaimable (moat_pin, TCS) */
-#define M_PF_INLIST     (1u << 7)  /* has an entry in the reclaim list */
-#define M_PF_WP         (1u << 8)  /* write-protected through userfaultfd */
-#define M_PF_WAITER     (1u << 9)  /* a writer waits on this page's eviction */
-#define M_PF_BAD        (1u << 10) /* sealed copy failed verification: SIGBUS on access */
-#define M_PF_TCS        (1u << 11)
-#define M_PF_SAMPLED    (1u << 15) /* write-protected by reclaim to see if it is written */
-#define M_PF_PROT_SHIFT 12         /* 3 bits: MOAT_PROT_* of a committed page */
+#define M_PF_STATE   0x7u
+#define M_PF_LOCK    (1u << 3)
+#define M_PF_DIRTY   (1u << 4)  /* differs from its sealed copy (or has none) */
+#define M_PF_REF     (1u << 5)  /* referenced since it entered the reclaim list */
+#define M_PF_PINNED  (1u << 6)  /* unreclaimable (moat_pin, TCS) */
+#define M_PF_INLIST  (1u << 7)  /* has an entry in the reclaim list */
+#define M_PF_WP      (1u << 8)  /* write-protected through userfaultfd */
+#define M_PF_WAITER  (1u << 9)  /* a writer waits on this page's eviction */
+#define M_PF_BAD     (1u << 10) /* sealed copy failed verification: SIGBUS on access */
+#define M_PF_TCS     (1u << 11)
+#define M_PF_SAMPLED (1u << 15) /* write-protected by reclaim to see if it is written */
+/* write sampling in victim choice (m_engine.reclaim_sample) */
+enum { M_SAMPLE_OFF = 0, M_SAMPLE_ON = 1, M_SAMPLE_AUTO = 2 };
+/* laps a page written while it was sampled skips sampling (2 bits) */
+#define M_PF_HOT_SHIFT  16
+#define M_PF_HOT_MASK   (3u << M_PF_HOT_SHIFT)
+#define M_PF_PROT_SHIFT 12 /* 3 bits: MOAT_PROT_* of a committed page */
 #define M_PF_PROT_MASK  (0x7u << M_PF_PROT_SHIFT)
 
 struct m_page {
@@ -157,6 +162,7 @@ struct m_engine {
     unsigned batch_pages;
     unsigned fault_threads;
     unsigned fault_ahead;     /* pages per sequential fault, 1..M_FAULT_AHEAD_MAX */
+    unsigned reclaim_sample;  /* M_SAMPLE_* (MOAT_RECLAIM_SAMPLE, budget.c) */
     uint64_t fork_load_pages; /* evicted pages fork() reads back at most */
     bool lazy;                /* lazy tracking requested (moat_options.lazy) */
     _Atomic bool tracking;    /* the range is registered and every page's state is exact */

@@ -813,9 +813,17 @@ static void fault_wp(uintptr_t addr)
         struct uffdio_writeprotect wp = {
             .range = {.start = addr & ~(M_PAGE_SIZE - 1), .len = M_PAGE_SIZE}, .mode = 0};
         if (ioctl(m_engine.uffd, UFFDIO_WRITEPROTECT, &wp) == 0) {
+            if (f & M_PF_SAMPLED) { /* hot: the next laps keep it without a sample */
+                f = (f & ~M_PF_HOT_MASK) | M_PF_HOT_MASK;
+                m_budget_sample_rescued(index);
+            } else if (!(f & M_PF_DIRTY)) {
+                /* a page loaded clean, written: "Clean or dirty?" above
+                 * (a sampled page is dirty already and says nothing about
+                 * loads; counting it made pages load dirty) */
+                atomic_fetch_add_explicit(&load_dirtied_count, 1, memory_order_relaxed);
+            }
             f = (f & ~M_PF_WP) | M_PF_DIRTY | M_PF_REF;
             m_counter_add(&m_engine.c.faults_wp, 1);
-            atomic_fetch_add_explicit(&load_dirtied_count, 1, memory_order_relaxed);
         } else {
             m_error("fault", "cannot lift write protection at %#lx: %s", (unsigned long)addr,
                     strerror(errno));
@@ -1350,6 +1358,9 @@ int m_fault_start(unsigned nthreads, bool batch)
     atomic_store(&fault_batches, 0);
     atomic_store(&fault_batch_pages, 0);
     atomic_store(&fault_readahead_pages, 0);
+    atomic_store(&load_clean_count, 0); /* an earlier engine's loads */
+    atomic_store(&load_dirtied_count, 0);
+    atomic_store(&load_dirty_mode, false);
     for (unsigned i = 0; i < nthreads; i++) {
         int err = pthread_create(&fs.threads[i], NULL, fault_thread, NULL);
         if (err) {

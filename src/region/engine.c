@@ -125,6 +125,8 @@ static size_t fork_load_bytes = SIZE_MAX;
 /* MOAT_FAULT_BATCH: 1 (the default) loads the page-ins of several faults
  * read at once in one store submission; 0 one by one (for comparison). */
 static unsigned fault_batch = 1;
+/* MOAT_RECLAIM_SAMPLE: write sampling in victim choice (budget.c) */
+static unsigned reclaim_sample = M_SAMPLE_AUTO;
 
 static int engine_options(const struct moat_options *in, struct moat_options *o,
                           const char **log_file)
@@ -173,6 +175,16 @@ static int engine_options(const struct moat_options *in, struct moat_options *o,
     err |= env_size("MOAT_FORK_LOAD", &fork_load_bytes);
     fault_batch = 1;
     err |= env_uint("MOAT_FAULT_BATCH", 0, 1, &fault_batch);
+    reclaim_sample = M_SAMPLE_AUTO;
+    const char *rs = getenv("MOAT_RECLAIM_SAMPLE");
+    if (rs && *rs && strcmp(rs, "auto") != 0) {
+        if (strcmp(rs, "0") == 0 || strcmp(rs, "1") == 0) {
+            reclaim_sample = rs[0] == '1' ? M_SAMPLE_ON : M_SAMPLE_OFF;
+        } else {
+            m_error("init", "MOAT_RECLAIM_SAMPLE='%s' must be auto, 0 or 1", rs);
+            err |= EINVAL;
+        }
+    }
     if (!o->store)
         o->store = getenv("MOAT_STORE");
     if (!o->store_replicas)
@@ -466,6 +478,7 @@ int moat_init(const struct moat_options *opts)
     if (!err) {
         m_engine.budget_pages = o.budget / M_PAGE_SIZE;
         m_engine.batch_pages = o.batch_pages;
+        m_engine.reclaim_sample = reclaim_sample;
         watermarks_set(&o);
         m_engine.fault_threads = o.fault_threads;
         m_engine.fault_ahead = o.fault_ahead;
