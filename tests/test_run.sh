@@ -380,6 +380,41 @@ else
     bad "MOAT_LAZY=0: rc=$rc tracking=$tr faults_commit=$fc"
     cat "$T/lz0.err"
 fi
+
+# The program heap keeps free pages (up to 1/8 of the budget) while moat does
+# not track the program, and purges them as usual once it does: 48 MiB of
+# 1 KiB blocks freed, then a pause for the purger.
+cat >"$T/freed.c" <<'C'
+#include <stdlib.h>
+#include <unistd.h>
+int main(void) {
+    enum { N = 48 * 1024 };
+    static char *p[N];
+    for (int i = 0; i < N; i++) { p[i] = malloc(1000); p[i][0] = (char)i; }
+    for (int i = 0; i < N; i++) free(p[i]);
+    usleep(400000);
+    return 0;
+}
+C
+if cc -O1 -o "$T/freed" "$T/freed.c" 2>"$T/cc.err"; then
+    "$MOAT" run --quiet --budget 1G --stats-json "$T/fr1.json" -- "$T/freed" 2>"$T/fr1.err"
+    rc1=$?
+    "$MOAT" run --quiet --budget 16M --stats-json "$T/fr2.json" -- "$T/freed" 2>"$T/fr2.err"
+    rc2=$?
+    c1=$(json_num "$T/fr1.json" alloc_committed_bytes 2>/dev/null || echo 0)
+    c2=$(json_num "$T/fr2.json" alloc_committed_bytes 2>/dev/null || echo 999999999)
+    t1=$(json_num "$T/fr1.json" tracking 2>/dev/null || echo x)
+    t2=$(json_num "$T/fr2.json" tracking 2>/dev/null || echo x)
+    if [ $rc1 -eq 0 ] && [ $rc2 -eq 0 ] && [ "$t1" = 0 ] && [ "$t2" = 1 ] &&
+        [ "$c1" -gt $((32 << 20)) ] && [ "$c2" -lt $((8 << 20)) ]; then
+        ok "freed heap pages: kept untracked under 1G ($c1 bytes committed), purged when tracked under 16M ($c2)"
+    else
+        bad "freed heap pages: rc=$rc1/$rc2 tracking=$t1/$t2 committed=$c1/$c2"
+        cat "$T/fr1.err" "$T/fr2.err"
+    fi
+else
+    bad "cannot compile the freed-pages program: $(head -c 300 "$T/cc.err")"
+fi
 tr=$(json_num "$T/py.json" tracking 2>/dev/null || echo x)
 if [ "$tr" = 1 ] && ! grep -q "not tracked" "$T/py.err"; then
     ok "--budget 32M (above the budget): tracking started"

@@ -523,6 +523,11 @@ struct moat_heap {
     uint32_t xfer_bytes; /* most bytes of a class parked in its transfer slots */
     size_t tcache_bytes; /* 0: adaptive */
     size_t retain_bytes; /* 0: adaptive */
+    /* pages more the heap may keep free and committed now (0: none); set by
+     * the owner of the program heap (preload) before any other thread uses
+     * it: while moat does not track the program's memory, free pages cost
+     * nothing, and purging them costs refaults */
+    size_t (*retain_hint)(void);
     struct m_alloc_source src;
     _Atomic uint32_t pressure; /* bumped when a capped heap runs short */
     _Atomic uint32_t ntcaches;

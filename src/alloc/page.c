@@ -610,6 +610,10 @@ size_t m_alloc_retain_pages(const struct moat_heap *h)
         return h->retain_bytes / M_ALLOC_PAGE;
     size_t floor = (256u << 10) / M_ALLOC_PAGE;
     size_t v = h->limit_pages != SIZE_MAX ? h->limit_pages / 128 : h->pages_used / 64;
+    if (h->retain_hint) {
+        size_t x = h->retain_hint();
+        v = x > v ? x : v;
+    }
     return v > floor ? v : floor;
 }
 
