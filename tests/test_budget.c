@@ -34,15 +34,29 @@ static uint64_t wait_below(uint64_t limit)
     return r;
 }
 
+/* on_demand - an area of npages committed on demand. */
+static uint8_t *on_demand(size_t npages)
+{
+    uint8_t *p;
+    assert_int_equal(moat_alloc(NULL, npages * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&p),
+                     0);
+    return p;
+}
+
+/* burst - write the first byte of each of npages fresh pages. */
+static uint8_t *burst(size_t npages)
+{
+    uint8_t *p = on_demand(npages);
+    for (size_t i = 0; i < npages; i++)
+        p[i * PG] = (uint8_t)i;
+    return p;
+}
+
 static void test_watermarks(void **state)
 {
     (void)state;
     start_with(1024, 50, 75);
-    uint8_t *p;
-    assert_int_equal(moat_alloc(NULL, 4096 * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&p),
-                     0);
-    for (size_t i = 0; i < 4096; i++)
-        p[i * PG] = (uint8_t)i;
+    burst(4096);
     /* The reclaimer wakes above high and reclaims down to low, so once the
      * burst is over residency settles at or below high (768): between the
      * watermarks if the last pages came after the last reclaim, at low if
@@ -66,11 +80,7 @@ static void test_default_watermarks(void **state)
 {
     (void)state;
     start_with(4096, 0, 0);
-    uint8_t *p;
-    assert_int_equal(moat_alloc(NULL, 8192 * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&p),
-                     0);
-    for (size_t i = 0; i < 8192; i++)
-        p[i * PG] = (uint8_t)i;
+    burst(8192);
     uint64_t r = wait_below(4056);
     printf("default watermarks: resident %llu after the burst\n", (unsigned long long)r);
     assert_true(r <= 4056);
@@ -78,10 +88,7 @@ static void test_default_watermarks(void **state)
     moat_shutdown();
     /* only high given: low follows it down rather than sit above it */
     start_with(4096, 0, 50);
-    assert_int_equal(moat_alloc(NULL, 8192 * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&p),
-                     0);
-    for (size_t i = 0; i < 8192; i++)
-        p[i * PG] = (uint8_t)i;
+    burst(8192);
     assert_true(wait_below(2048) <= 2048);
     moat_shutdown();
 }
@@ -104,8 +111,7 @@ static void test_readahead_streams(void **state)
     (void)state;
     start_with(256, 0, 0);
     enum { N = 2048 };
-    uint8_t *p;
-    assert_int_equal(moat_alloc(NULL, N * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&p), 0);
+    uint8_t *p = on_demand(N);
     for (size_t i = 0; i < N; i++) {
         uint64_t *w = (uint64_t *)(p + i * PG);
         w[0] = i * 31 + 7;
@@ -139,11 +145,7 @@ static uint64_t hot_set_pageins(const char *sample)
     start_with(1024, 0, 0);
     unsetenv("MOAT_RECLAIM_SAMPLE");
     enum { HOT = 64, COLD = 16384 };
-    uint8_t *hot, *cold;
-    assert_int_equal(moat_alloc(NULL, HOT * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&hot),
-                     0);
-    assert_int_equal(moat_alloc(NULL, COLD * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&cold),
-                     0);
+    uint8_t *hot = on_demand(HOT), *cold = on_demand(COLD);
     for (size_t h = 0; h < HOT; h++)
         hot[h * PG] = 1;
     uint64_t before = MT_STAT(faults_pagein);
@@ -184,9 +186,7 @@ static void test_clean_pages_not_rewritten(void **state)
 {
     (void)state;
     start_with(256, 80, 90);
-    uint8_t *p;
-    assert_int_equal(moat_alloc(NULL, 1024 * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&p),
-                     0);
+    uint8_t *p = on_demand(1024);
     for (size_t i = 0; i < 1024; i++)
         p[i * PG] = (uint8_t)(i + 1);
     uint64_t written = MT_STAT(evictions_written);
@@ -210,9 +210,7 @@ static void test_unlimited_never_evicts(void **state)
 {
     (void)state;
     start_with(0, 0, 0);
-    uint8_t *p;
-    assert_int_equal(moat_alloc(NULL, 4096 * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&p),
-                     0);
+    uint8_t *p = on_demand(4096);
     for (size_t i = 0; i < 4096; i++)
         p[i * PG] = 1;
     assert_int_equal(MT_STAT(budget_pages), 0);
