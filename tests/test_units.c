@@ -1,14 +1,18 @@
 /*
  * test_units.c - unit tests of the small layers: size strings, the log line
- * format, and page sealing (round trip, tampering, replay, binding to the
- * page identity, fresh nonces).
+ * format, page sealing (round trip, tampering, replay, binding to the page
+ * identity, fresh nonces) and dropping many page ranges at once (zap).
  */
 #include "moat_test.h"
 
 #include "common/log.h"
 #include "common/size.h"
+#include "common/zap.h"
 #include "seal/seal.h"
 #include "store/store.h"
+
+#include <sys/mman.h>
+#include <sys/utsname.h>
 
 static void test_size_parse(void **state)
 {
@@ -125,12 +129,87 @@ static void test_seal_round_trip(void **state)
     m_seal_shutdown();
 }
 
+/* Zap every third run of a scattered set of pages (runs of 1-3 pages) in
+ * 64 pages and check that exactly those read as zero afterwards. */
+static void zap_check(uint8_t *mem, size_t npages)
+{
+    const size_t pg = 4096;
+    for (size_t i = 0; i < npages; i++)
+        memset(mem + i * pg, (int)(i % 251) + 1, pg);
+    struct iovec iov[64];
+    bool gone[64] = {0};
+    size_t n = 0;
+    for (size_t i = 0; i + 3 < npages && n < 64; i += 7) {
+        size_t len = 1 + i % 3;
+        iov[n].iov_base = mem + i * pg;
+        iov[n].iov_len = len * pg;
+        for (size_t k = 0; k < len; k++)
+            gone[i + k] = true;
+        n++;
+    }
+    m_zap_ranges(iov, n);
+    for (size_t i = 0; i < npages; i++) {
+        uint8_t want = gone[i] ? 0 : (uint8_t)(i % 251 + 1);
+        for (size_t b = 0; b < pg; b += 512)
+            if (mem[i * pg + b] != want)
+                fail_msg("page %zu byte %zu: %u, want %u", i, b, mem[i * pg + b], want);
+    }
+}
+
+static void test_zap_ranges(void **state)
+{
+    (void)state;
+    const size_t npages = 64;
+    uint8_t *mem =
+        mmap(NULL, npages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(mem != MAP_FAILED);
+    /* the vectored call where the kernel has it (this machine's has) */
+    m_zap_force_ranges(false);
+    zap_check(mem, npages);
+    struct utsname u;
+    int major = 0, minor = 0;
+    if (uname(&u) == 0 && sscanf(u.release, "%d.%d", &major, &minor) == 2 &&
+        (major > 6 || (major == 6 && minor >= 13)))
+        assert_true(m_zap_vectored()); /* process_madvise(MADV_DONTNEED) on itself: 6.13 */
+    /* a forked child zaps its own copy, never its parent's: the pidfd
+     * inherited from the parent must not be used */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        zap_check(mem, npages);
+        _exit(0);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    for (size_t i = 0; i < npages; i++)
+        memset(mem + i * 4096, 0x5a, 4096);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        zap_check(mem, npages);
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    for (size_t i = 0; i < npages * 4096; i += 512)
+        if (mem[i] != 0x5a)
+            fail_msg("the child's zap reached the parent at byte %zu", i);
+    /* one madvise per range */
+    m_zap_force_ranges(true);
+    zap_check(mem, npages);
+    assert_false(m_zap_vectored());
+    m_zap_force_ranges(false);
+    munmap(mem, npages * 4096);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_size_parse),
         cmocka_unit_test(test_log_format),
         cmocka_unit_test(test_seal_round_trip),
+        cmocka_unit_test(test_zap_ranges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,7 +29,7 @@
  *      run of consecutive pages);
  *   2. without locks: seal each page into a record (version + 1), after the
  *      write protection, and write the batch to the store (one submission);
- *   3. zap the pages (MADV_DONTNEED, one call per run), then under each page
+ *   3. zap the pages (MADV_DONTNEED, one call for the batch), then under each page
  *      lock mark it EVICTED with the new version and slot, and wake any
  *      writer that faulted on the write protection meanwhile: it retries,
  *      takes a missing fault and waits for the page-in, so its write lands on
@@ -44,6 +44,7 @@
 #include "common/engine.h"
 #include "common/log.h"
 #include "common/uffd_compat.h"
+#include "common/zap.h"
 #include "region/region.h"
 #include "seal/seal.h"
 #include "store/store.h"
@@ -260,10 +261,6 @@ static bool victim_needs_wp(const struct victim *v)
 {
     return v->need_wp;
 }
-static bool victim_zappable(const struct victim *v)
-{
-    return v->written;
-}
 static void run_wp(uintptr_t addr, size_t nbytes)
 {
     int err = uffd_wp(addr, nbytes, true);
@@ -271,9 +268,27 @@ static void run_wp(uintptr_t addr, size_t nbytes)
         m_error("reclaim", "cannot write-protect [%#lx, +%zu): %s", (unsigned long)addr, nbytes,
                 strerror(err));
 }
-static void run_zap(uintptr_t addr, size_t nbytes)
+
+/* zap_written - step 3's MADV_DONTNEED on the runs of written pages, all in
+ * one call where the kernel allows (common/zap.h): a flush per run cost the
+ * 8-thread program of bench/programs.sh a fifth of its CPU time. */
+static void zap_written(const struct victim *v, size_t n)
 {
-    madvise((void *)addr, nbytes, MADV_DONTNEED);
+    struct iovec iov[n ? n : 1];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!v[i].written)
+            continue;
+        uintptr_t addr = m_engine_addr(v[i].index);
+        if (k && (uintptr_t)iov[k - 1].iov_base + iov[k - 1].iov_len == addr) {
+            iov[k - 1].iov_len += M_PAGE_SIZE;
+        } else {
+            iov[k].iov_base = (void *)addr;
+            iov[k].iov_len = M_PAGE_SIZE;
+            k++;
+        }
+    }
+    m_zap_ranges(iov, k);
 }
 
 /*
@@ -564,8 +579,8 @@ size_t m_reclaim_run(size_t want)
             }
         }
     }
-    /* step 3: drop the frames, one madvise per run, then publish */
-    for_runs(v, nv, victim_zappable, run_zap);
+    /* step 3: drop the frames, then publish */
+    zap_written(v, nv);
     size_t freed = 0;
     for (size_t i = 0; i < nv; i++)
         freed += evict_finish(&v[i], 0);
