@@ -300,6 +300,36 @@ if [ $rc -eq 4 ] && grep -q "MOAT_STORE_SPIN_US='-5'" "$T/e.err"; then
 else
     bad "bad MOAT_STORE_SPIN_US: rc=$rc $(cat "$T/e.err")"
 fi
+MOAT_FAULT_PIN=sometimes "$MOAT" run --quiet -- true 2>"$T/e.err"
+rc=$?
+if [ $rc -eq 4 ] && grep -q "MOAT_FAULT_PIN='sometimes'" "$T/e.err"; then
+    ok "bad MOAT_FAULT_PIN: exit 4 naming it"
+else
+    bad "bad MOAT_FAULT_PIN: rc=$rc $(cat "$T/e.err")"
+fi
+# Handler threads pinned one per CPU (MOAT_FAULT_PIN): the program lists the
+# CPUs each of its moat-fault threads may run on.
+fault_cpus() {
+    "$MOAT" run --quiet --budget 64M -- sh -c \
+        'for d in /proc/$$/task/*; do [ "$(cat $d/comm)" = moat-fault ] &&
+             sed -n "s/^Cpus_allowed_list:[[:space:]]*//p" $d/status; done' | sort | tr '\n' ' '
+}
+ncpu=$(nproc)
+pinned=$(MOAT_FAULT_PIN=1 MOAT_FAULT_THREADS=2 fault_cpus)
+free=$(MOAT_FAULT_PIN=0 MOAT_FAULT_THREADS=2 fault_cpus)
+auto=$([ "$ncpu" -le 16 ] && MOAT_FAULT_THREADS=$ncpu fault_cpus)
+all=$(sh -c 'sed -n "s/^Cpus_allowed_list:[[:space:]]*//p" /proc/$$/status')
+first2=$(python3 -c 'import os; print(" ".join(str(c) for c in sorted(os.sched_getaffinity(0))[:2]), end=" ")')
+if [ "$ncpu" -ge 2 ] && [ "$pinned" = "$first2" ] &&
+    [ "$free" = "$all $all " ] &&
+    { [ "$ncpu" -gt 16 ] || { [ "$(echo $auto | wc -w)" -eq "$ncpu" ] &&
+        ! echo "$auto" | grep -q -- "[-,]"; }; }; then
+    ok "fault handlers: one per CPU when pinned ($pinned), anywhere with MOAT_FAULT_PIN=0"
+elif [ "$ncpu" -lt 2 ]; then
+    ok "fault handlers: one CPU, nothing to pin (skipped)"
+else
+    bad "fault handlers' CPUs: pinned '$pinned', unpinned '$free' (allowed $all), auto '$auto'"
+fi
 "$MOAT" run --help | grep -q -- "--trace-interval" && ok "moat run --help" || bad "moat run --help"
 
 # A budget far too small for the program: not a silent crawl but a warning

@@ -20,11 +20,23 @@
  * register [base, base+size).  ENOSYS/EPERM with a log line naming what is
  * missing. */
 int m_fault_open(uintptr_t base, size_t size);
+/* Where handler threads run (MOAT_FAULT_PIN; fault.c, "Where handler
+ * threads run and how they wait"). */
+enum {
+    M_FAULT_PIN_OFF = 0,  /* wherever the scheduler puts them */
+    M_FAULT_PIN_ON = 1,   /* thread i on the i-th CPU the process may use (round robin) */
+    M_FAULT_PIN_AUTO = 2, /* pinned when there are as many threads as such CPUs */
+};
+
 /* m_fault_start - start the handler threads and install the SIGSEGV handler.
  * With `batch`, the page-ins of several faults read at once are loaded in
  * one store submission (fault.c, "Batched page-in"; MOAT_FAULT_BATCH=0
- * turns it off). */
-int m_fault_start(unsigned nthreads, bool batch);
+ * turns it off).  `pin` is an M_FAULT_PIN_* value. */
+int m_fault_start(unsigned nthreads, bool batch, unsigned pin);
+
+/* m_fault_pinned - handler threads pinned one per CPU by the last
+ * m_fault_start (0: not pinned). */
+unsigned m_fault_pinned(void);
 /* m_fault_stop - stop the threads, restore the previous SIGSEGV handler,
  * close the userfaultfd. */
 void m_fault_stop(void);

@@ -127,6 +127,8 @@ static size_t fork_load_bytes = SIZE_MAX;
 static unsigned fault_batch = 1;
 /* MOAT_RECLAIM_SAMPLE: write sampling in victim choice (budget.c) */
 static unsigned reclaim_sample = M_SAMPLE_AUTO;
+/* MOAT_FAULT_PIN: handler threads pinned one per CPU (M_FAULT_PIN_*) */
+static unsigned fault_pin = M_FAULT_PIN_AUTO;
 
 static int engine_options(const struct moat_options *in, struct moat_options *o,
                           const char **log_file)
@@ -182,6 +184,16 @@ static int engine_options(const struct moat_options *in, struct moat_options *o,
             reclaim_sample = rs[0] == '1' ? M_SAMPLE_ON : M_SAMPLE_OFF;
         } else {
             m_error("init", "MOAT_RECLAIM_SAMPLE='%s' must be auto, 0 or 1", rs);
+            err |= EINVAL;
+        }
+    }
+    fault_pin = M_FAULT_PIN_AUTO;
+    const char *fp = getenv("MOAT_FAULT_PIN");
+    if (fp && *fp && strcmp(fp, "auto") != 0) {
+        if (strcmp(fp, "0") == 0 || strcmp(fp, "1") == 0) {
+            fault_pin = fp[0] == '1' ? M_FAULT_PIN_ON : M_FAULT_PIN_OFF;
+        } else {
+            m_error("init", "MOAT_FAULT_PIN='%s' must be auto, 0 or 1", fp);
             err |= EINVAL;
         }
     }
@@ -509,7 +521,7 @@ int moat_init(const struct moat_options *opts)
         err = m_budget_init();
     }
     if (!err)
-        err = m_fault_start(o.fault_threads, fault_batch != 0);
+        err = m_fault_start(o.fault_threads, fault_batch != 0, fault_pin);
     if (err) {
         atomic_store(&m_engine.running, false);
         engine_teardown();
