@@ -97,6 +97,21 @@ static int env_uint(const char *name, unsigned lo, unsigned hi, unsigned *v)
     return 0;
 }
 
+/* env_auto - an "auto", "0" or "1" variable: *v becomes off or on for 0 or
+ * 1 and is left alone for auto (or unset); anything else is EINVAL, named. */
+static int env_auto(const char *name, unsigned off, unsigned on, unsigned *v)
+{
+    const char *s = getenv(name);
+    if (!s || !*s || strcmp(s, "auto") == 0)
+        return 0;
+    if (strcmp(s, "0") != 0 && strcmp(s, "1") != 0) {
+        m_error("init", "%s='%s' must be auto, 0 or 1", name, s);
+        return EINVAL;
+    }
+    *v = s[0] == '1' ? on : off;
+    return 0;
+}
+
 /* The ELRANGE starts on a 64 MiB boundary: the allocator's arenas are
  * aligned to 64 MiB chunks, and a small range (an enclave's user space of a
  * few tens of MiB) must still hold one. */
@@ -178,25 +193,9 @@ static int engine_options(const struct moat_options *in, struct moat_options *o,
     fault_batch = 1;
     err |= env_uint("MOAT_FAULT_BATCH", 0, 1, &fault_batch);
     reclaim_sample = M_SAMPLE_AUTO;
-    const char *rs = getenv("MOAT_RECLAIM_SAMPLE");
-    if (rs && *rs && strcmp(rs, "auto") != 0) {
-        if (strcmp(rs, "0") == 0 || strcmp(rs, "1") == 0) {
-            reclaim_sample = rs[0] == '1' ? M_SAMPLE_ON : M_SAMPLE_OFF;
-        } else {
-            m_error("init", "MOAT_RECLAIM_SAMPLE='%s' must be auto, 0 or 1", rs);
-            err |= EINVAL;
-        }
-    }
+    err |= env_auto("MOAT_RECLAIM_SAMPLE", M_SAMPLE_OFF, M_SAMPLE_ON, &reclaim_sample);
     fault_pin = M_FAULT_PIN_AUTO;
-    const char *fp = getenv("MOAT_FAULT_PIN");
-    if (fp && *fp && strcmp(fp, "auto") != 0) {
-        if (strcmp(fp, "0") == 0 || strcmp(fp, "1") == 0) {
-            fault_pin = fp[0] == '1' ? M_FAULT_PIN_ON : M_FAULT_PIN_OFF;
-        } else {
-            m_error("init", "MOAT_FAULT_PIN='%s' must be auto, 0 or 1", fp);
-            err |= EINVAL;
-        }
-    }
+    err |= env_auto("MOAT_FAULT_PIN", M_FAULT_PIN_OFF, M_FAULT_PIN_ON, &fault_pin);
     if (!o->store)
         o->store = getenv("MOAT_STORE");
     if (!o->store_replicas)
