@@ -139,11 +139,13 @@ static void test_readahead_streams(void **state)
 /* hot_set_pageins - under a 1024-page budget, 64 hot pages rewritten
  * between every two pages of a cold stream of 16384 pages written once:
  * page-ins during the stream are refaults of the hot set. */
-static uint64_t hot_set_pageins(const char *sample)
+static uint64_t hot_set_pageins(const char *sample, const char *by)
 {
     setenv("MOAT_RECLAIM_SAMPLE", sample, 1);
+    setenv("MOAT_SAMPLE_BY", by, 1);
     start_with(1024, 0, 0);
     unsetenv("MOAT_RECLAIM_SAMPLE");
+    unsetenv("MOAT_SAMPLE_BY");
     enum { HOT = 64, COLD = 16384 };
     uint8_t *hot = on_demand(HOT), *cold = on_demand(COLD);
     for (size_t h = 0; h < HOT; h++)
@@ -161,7 +163,7 @@ static uint64_t hot_set_pageins(const char *sample)
             assert_int_equal(hot[h * PG + b], (uint8_t)((b == 0 ? 1 : 0) + COLD / PG));
     assert_int_equal(MT_STAT(integrity_failures), 0);
     moat_shutdown();
-    printf("MOAT_RECLAIM_SAMPLE=%s: %llu page-ins of the hot set\n", sample,
+    printf("MOAT_RECLAIM_SAMPLE=%s MOAT_SAMPLE_BY=%s: %llu page-ins of the hot set\n", sample, by,
            (unsigned long long)in);
     return in;
 }
@@ -171,15 +173,21 @@ static uint64_t hot_set_pageins(const char *sample)
 static void test_write_sampling(void **state)
 {
     (void)state;
-    uint64_t off = hot_set_pageins("0"), on = hot_set_pageins("1");
+    uint64_t off = hot_set_pageins("0", "hash");
+    uint64_t by_hash = hot_set_pageins("1", "hash"), by_wp = hot_set_pageins("1", "wp");
     assert_true(off >= 256);
-    /* 72-241 against 926-982 here, TSan included: a write that is still
-     * in the fault handler when the hand comes round loses the page */
-    assert_true(on * 3 <= off);
-    setenv("MOAT_RECLAIM_SAMPLE", "sometimes", 1);
+    /* by write protection 72-241 against 926-982 here, TSan included: a
+     * write that is still in the fault handler when the hand comes round
+     * loses the page; by content 77 */
+    assert_true(by_hash * 3 <= off);
+    assert_true(by_wp * 3 <= off);
     struct moat_options o = {.budget = 256 * PG, .log_level = -1, .range_size = 1ULL << 30};
+    setenv("MOAT_RECLAIM_SAMPLE", "sometimes", 1);
     assert_int_equal(moat_init(&o), EINVAL);
     unsetenv("MOAT_RECLAIM_SAMPLE");
+    setenv("MOAT_SAMPLE_BY", "dice", 1);
+    assert_int_equal(moat_init(&o), EINVAL);
+    unsetenv("MOAT_SAMPLE_BY");
 }
 
 static void test_clean_pages_not_rewritten(void **state)

@@ -13,9 +13,10 @@
  * bench/lru_sim.c measures this against exact LRU and Belady's optimum on the
  * same traces; docs/lru.md has the numbers and why it is good enough.
  * With write sampling a dirty writable page that reaches the hand is first
- * write-protected and given one more lap (M_PF_SAMPLED), so a write
- * meanwhile marks it referenced and hot; by default only while it pays
- * ("Write sampling" below; docs/lru.md has the numbers).
+ * sampled and given one more lap (M_PF_SAMPLED): its contents hashed, or it
+ * is write-protected, so that a write meanwhile marks it hot; by default
+ * only while it pays ("Write sampling" and "Samples by content" below;
+ * docs/lru.md has the numbers).
  *
  * The list holds 32-bit page indices in a growable ring under one mutex,
  * held only to push or pop (never across a page lock wait, I/O or sealing).
@@ -308,27 +309,101 @@ static void zap_written(const struct victim *v, size_t n)
  * 1/8 of the pages as probes python lost 15% to them, its reclaim time
  * going from 2.7 to 3.8 s).
  */
+/*
+ * Samples by content.  Write-protecting a sample costs a TLB shootdown in
+ * reclaim, and a write to it a fault round trip and another shootdown to
+ * lift the protection: xz -9 took 68k such faults for 31k page-ins.  So a
+ * sample is a hash of the page's contents instead, taken at the hand and
+ * compared the next time the hand comes round: changed means written
+ * meanwhile (hot), unchanged means not (evicted, write-protected then as any
+ * dirty victim).  A write of the same bytes goes unseen, and some programs
+ * do that a lot (sort: of the probes written while sampled, 8 in 47 had
+ * changed), so the probes stay write-protect samples that also hash their
+ * page, and the other pages are sampled by content only while at least
+ * SAMPLE_CHANGED_PCT of the probes' writes changed them.  The hashes live in a
+ * direct-mapped table of 2x the budget's pages, one 64-bit word an entry
+ * (page index + 1 and 32 bits of hash), read and written with relaxed
+ * atomics by whichever thread reclaims; a page whose entry was taken by
+ * another counts as unwritten.  MOAT_SAMPLE_BY=wp samples every page by
+ * write protection (docs/lru.md has both measured).
+ */
+static _Atomic uint64_t *sample_tab; /* NULL: samples by write protection */
+static size_t sample_tab_mask;
+
+static size_t sample_slot(size_t index)
+{
+    return ((uint32_t)index * 0x9e3779b1u) & sample_tab_mask;
+}
+
+/* The program writes its pages while this reads them: the hash is a
+ * heuristic, a torn read only a hash that differs, so ThreadSanitizer is told
+ * not to look. */
+__attribute__((no_sanitize("thread"))) static uint32_t sample_hash(const void *page)
+{
+    const uint64_t *w = page;
+    uint64_t a = 0x9e3779b97f4a7c15u, b = 0xc2b2ae3d27d4eb4fu, c = 0x165667b19e3779f9u,
+             d = 0x27d4eb2f165667c5u;
+    for (size_t i = 0; i < M_PAGE_SIZE / 8; i += 4) {
+        a = (a ^ w[i]) * 0xff51afd7ed558ccdu;
+        b = (b ^ w[i + 1]) * 0xc4ceb9fe1a85ec53u;
+        c = (c ^ w[i + 2]) * 0xff51afd7ed558ccdu;
+        d = (d ^ w[i + 3]) * 0xc4ceb9fe1a85ec53u;
+        a ^= a >> 29;
+        b ^= b >> 31;
+        c ^= c >> 29;
+        d ^= d >> 31;
+    }
+    uint64_t h = a ^ (b << 1 | b >> 63) ^ (c << 2 | c >> 62) ^ (d << 3 | d >> 61);
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdu;
+    h ^= h >> 33;
+    return (uint32_t)h;
+}
+
+static void sample_note(size_t index, uint32_t h)
+{
+    atomic_store_explicit(&sample_tab[sample_slot(index)], (uint64_t)(index + 1) << 32 | h,
+                          memory_order_relaxed);
+}
+
+/* sample_written - was the page written since sample_note?  (false if its
+ * entry was taken by another page) */
+static bool sample_written(size_t index, uint32_t h)
+{
+    uint64_t e = atomic_load_explicit(&sample_tab[sample_slot(index)], memory_order_relaxed);
+    return e >> 32 == index + 1 && (uint32_t)e != h;
+}
+
 #define SAMPLE_WINDOW 128u
 #define SAMPLE_ON_PCT 25u
 static unsigned sample_mode = M_SAMPLE_AUTO; /* m_engine.reclaim_sample at start */
+#define SAMPLE_FEW         8u                /* fewer rescued probes say nothing about how */
+#define SAMPLE_CHANGED_PCT 60u               /* rescued probes whose writes changed them */
 static _Atomic bool sample_all;              /* auto: the probes say sampling pays */
-static _Atomic uint64_t probes_taken, probes_rescued;
+static _Atomic bool sample_content;          /* the probes say a hash sees the writes */
+static _Atomic uint64_t probes_taken, probes_rescued, probes_changed;
 static pthread_mutex_t sample_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t window_rescued; /* probes_rescued when the window opened (sample_lock) */
+/* probes_rescued and probes_changed when the window opened (sample_lock) */
+static uint64_t window_rescued, window_changed;
 
 static bool sample_probe(size_t index)
 {
     return ((uint32_t)index * 0x9e3779b1u) >> 26 == 0; /* one page in 64 */
 }
 
-/* sample_window - the probes' verdict every SAMPLE_WINDOW probes. */
+/* sample_window - the probes' verdict every SAMPLE_WINDOW probes: sample
+ * every page (by write protection) if enough of them were written, and
+ * sample the others by content if most writes to them changed it. */
 static void sample_window(void)
 {
     pthread_mutex_lock(&sample_lock);
-    uint64_t rescued = atomic_load(&probes_rescued);
-    uint64_t in_window = rescued - window_rescued;
+    uint64_t rescued = atomic_load(&probes_rescued), changed = atomic_load(&probes_changed);
+    uint64_t in_window = rescued - window_rescued, ch = changed - window_changed;
     window_rescued = rescued;
+    window_changed = changed;
     atomic_store(&sample_all, in_window * 100 >= (uint64_t)SAMPLE_WINDOW * SAMPLE_ON_PCT);
+    atomic_store(&sample_content,
+                 in_window < SAMPLE_FEW || ch * 100 >= in_window * SAMPLE_CHANGED_PCT);
     pthread_mutex_unlock(&sample_lock);
 }
 
@@ -338,20 +413,25 @@ void m_budget_sample_rescued(size_t index)
         atomic_fetch_add_explicit(&probes_rescued, 1, memory_order_relaxed);
 }
 
-/* sample_wanted - should a dirty writable page at the hand be sampled? */
-static bool sample_wanted(size_t index)
+enum { SAMPLE_NONE, SAMPLE_WP, SAMPLE_HASH };
+
+/* sample_how - should a dirty writable page at the hand be sampled, and
+ * how?  Probes always by write protection (they see every write). */
+static int sample_how(size_t index)
 {
     if (sample_mode == M_SAMPLE_OFF)
-        return false;
-    if (sample_mode == M_SAMPLE_ON)
-        return true;
+        return SAMPLE_NONE;
     if (sample_probe(index)) {
         uint64_t n = atomic_fetch_add_explicit(&probes_taken, 1, memory_order_relaxed) + 1;
         if (n % SAMPLE_WINDOW == 0)
             sample_window();
-        return true;
+        return SAMPLE_WP;
     }
-    return atomic_load_explicit(&sample_all, memory_order_relaxed);
+    if (sample_mode != M_SAMPLE_ON && !atomic_load_explicit(&sample_all, memory_order_relaxed))
+        return SAMPLE_NONE;
+    if (sample_tab && atomic_load_explicit(&sample_content, memory_order_relaxed))
+        return SAMPLE_HASH;
+    return SAMPLE_WP;
 }
 
 /* evict_select - step 1: pick up to `want` victims from the list head and
@@ -396,6 +476,12 @@ static size_t evict_select(size_t want, struct victim *v)
             if ((f & M_PF_REF) || !(prot & MOAT_PROT_READ)) {
                 /* second chance; unreadable pages wait for their
                  * permissions to come back */
+                if (!wrapped && (f & M_PF_SAMPLED) && (f & M_PF_REF) && sample_tab &&
+                    sample_probe(index) &&
+                    sample_written(index, sample_hash((const void *)m_engine_addr(index))))
+                    /* a probe written while sampled by write protection: did
+                     * the write change it? */
+                    atomic_fetch_add_explicit(&probes_changed, 1, memory_order_relaxed);
                 if (!wrapped)
                     f &= ~(M_PF_REF | M_PF_SAMPLED);
                 if (!rlist_push((uint32_t)index))
@@ -414,20 +500,45 @@ static size_t evict_select(size_t want, struct victim *v)
                 m_page_unlock(p, f);
                 continue;
             }
-            if (dirty && (prot & MOAT_PROT_WRITE) && !(f & (M_PF_WP | M_PF_SAMPLED)) &&
-                sample_wanted(index)) {
-                /* A writable dirty page never faults, so nothing says
-                 * whether it is in use: protect it and give it one more
-                 * lap.  A write before it comes round again sets REF (in
-                 * fault_wp) and keeps it; the protection also saves the
-                 * eviction its own. */
-                f |= M_PF_SAMPLED;
-                if (uffd_wp(m_engine_addr(index), M_PAGE_SIZE, true) == 0)
-                    f |= M_PF_WP;
-                if (!rlist_push((uint32_t)index))
-                    f &= ~M_PF_INLIST;
-                m_page_unlock(p, f);
-                continue;
+            if (dirty && (prot & MOAT_PROT_WRITE) && !(f & M_PF_WP)) {
+                int how = SAMPLE_NONE;
+                if (f & M_PF_SAMPLED) {
+                    /* sampled by content a lap ago (a page sampled by
+                     * write protection is still protected, or was written
+                     * and took the second chance above): kept if the
+                     * contents changed, evicted if not */
+                    f &= ~M_PF_SAMPLED;
+                    if (sample_tab &&
+                        sample_written(index, sample_hash((const void *)m_engine_addr(index)))) {
+                        f |= M_PF_HOT_MASK | M_PF_REF;
+                        how = SAMPLE_HASH;
+                    }
+                } else {
+                    how = sample_how(index);
+                    if (how == SAMPLE_HASH) {
+                        sample_note(index, sample_hash((const void *)m_engine_addr(index)));
+                        f |= M_PF_SAMPLED;
+                    } else if (how == SAMPLE_WP) {
+                        /* A writable dirty page never faults, so nothing
+                         * says whether it is in use: protect it and give
+                         * it one more lap.  A write before it comes round
+                         * again sets REF (in fault_wp) and keeps it; the
+                         * protection also saves the eviction its own.  A
+                         * probe's hash says later whether the write
+                         * changed it. */
+                        if (sample_tab && sample_probe(index))
+                            sample_note(index, sample_hash((const void *)m_engine_addr(index)));
+                        f |= M_PF_SAMPLED;
+                        if (uffd_wp(m_engine_addr(index), M_PAGE_SIZE, true) == 0)
+                            f |= M_PF_WP;
+                    }
+                }
+                if (how != SAMPLE_NONE) {
+                    if (!rlist_push((uint32_t)index))
+                        f &= ~M_PF_INLIST;
+                    m_page_unlock(p, f);
+                    continue;
+                }
             }
             struct m_region_info r;
             v[nv] = (struct victim){
@@ -664,10 +775,29 @@ int m_budget_init(void)
     reclaimer.stop = false;
     reclaimer.kicked = false;
     sample_mode = m_engine.reclaim_sample;
+    /* Made here, where no thread reclaims, and kept until the next init: a
+     * fault handler may still be reclaiming while the engine shuts down
+     * (m_budget_shutdown runs before m_fault_stop). */
+    if (sample_tab)
+        munmap((void *)sample_tab, (sample_tab_mask + 1) * sizeof *sample_tab);
+    sample_tab = NULL;
+    if (sample_mode != M_SAMPLE_OFF && !m_engine.sample_by_wp) {
+        size_t n = 1024;
+        while (n < 2 * m_engine.budget_pages && n < ((size_t)1 << 30))
+            n *= 2;
+        void *t = mmap(NULL, n * sizeof *sample_tab, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (t != MAP_FAILED) {
+            sample_tab = t;
+            sample_tab_mask = n - 1;
+        } /* else: samples by write protection */
+    }
     atomic_store(&sample_all, false);
+    atomic_store(&sample_content, true);
     atomic_store(&probes_taken, 0);
     atomic_store(&probes_rescued, 0);
-    window_rescued = 0;
+    atomic_store(&probes_changed, 0);
+    window_rescued = window_changed = 0;
     int err = pthread_create(&reclaimer.thread, NULL, reclaimer_main, NULL);
     if (err)
         return err;

@@ -163,6 +163,7 @@ struct m_engine {
     unsigned fault_threads;
     unsigned fault_ahead;     /* pages per sequential fault, 1..M_FAULT_AHEAD_MAX */
     unsigned reclaim_sample;  /* M_SAMPLE_* (MOAT_RECLAIM_SAMPLE, budget.c) */
+    bool sample_by_wp;        /* samples write-protect pages (MOAT_SAMPLE_BY=wp), not hash them */
     uint64_t fork_load_pages; /* evicted pages fork() reads back at most */
     bool lazy;                /* lazy tracking requested (moat_options.lazy) */
     _Atomic bool tracking;    /* the range is registered and every page's state is exact */
