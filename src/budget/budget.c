@@ -320,7 +320,8 @@ static void zap_written(const struct victim *v, size_t n)
  * do that a lot (sort: of the probes written while sampled, 8 in 47 had
  * changed), so the probes stay write-protect samples that also hash their
  * page, and the other pages are sampled by content only while at least
- * SAMPLE_CHANGED_PCT of the probes' writes changed them.  The hashes live in a
+ * SAMPLE_CHANGED_PCT of the probes' writes changed them (by write
+ * protection until the probes say so).  The hashes live in a
  * direct-mapped table of 2x the budget's pages, one 64-bit word an entry
  * (page index + 1 and 32 bits of hash), read and written with relaxed
  * atomics by whichever thread reclaims; a page whose entry was taken by
@@ -366,25 +367,30 @@ static void sample_note(size_t index, uint32_t h)
                           memory_order_relaxed);
 }
 
-/* sample_written - was the page written since sample_note?  (false if its
- * entry was taken by another page) */
-static bool sample_written(size_t index, uint32_t h)
+/* sample_changed - 1 if the page's hash differs from sample_note's, 0 if
+ * not, -1 if its entry was taken by another page. */
+static int sample_changed(size_t index, uint32_t h)
 {
     uint64_t e = atomic_load_explicit(&sample_tab[sample_slot(index)], memory_order_relaxed);
-    return e >> 32 == index + 1 && (uint32_t)e != h;
+    if (e >> 32 != index + 1)
+        return -1;
+    return (uint32_t)e != h;
 }
 
 #define SAMPLE_WINDOW 128u
 #define SAMPLE_ON_PCT 25u
 static unsigned sample_mode = M_SAMPLE_AUTO; /* m_engine.reclaim_sample at start */
-#define SAMPLE_FEW         8u                /* fewer rescued probes say nothing about how */
+#define SAMPLE_FEW         8u                /* fewer rescues looked at say nothing about how */
 #define SAMPLE_CHANGED_PCT 60u               /* rescued probes whose writes changed them */
 static _Atomic bool sample_all;              /* auto: the probes say sampling pays */
 static _Atomic bool sample_content;          /* the probes say a hash sees the writes */
-static _Atomic uint64_t probes_taken, probes_rescued, probes_changed;
+static _Atomic uint64_t probes_taken, probes_rescued;
+/* rescued probes looked at one lap later: contents changed, or the same */
+static _Atomic uint64_t probes_changed, probes_same;
 static pthread_mutex_t sample_lock = PTHREAD_MUTEX_INITIALIZER;
-/* probes_rescued and probes_changed when the window opened (sample_lock) */
-static uint64_t window_rescued, window_changed;
+/* the counters when the window opened, and the decaying sums of changed and
+ * same rescues (each window counts twice the one before; sample_lock) */
+static uint64_t window_rescued, window_changed, window_same, sum_changed, sum_same;
 
 static bool sample_probe(size_t index)
 {
@@ -397,13 +403,20 @@ static bool sample_probe(size_t index)
 static void sample_window(void)
 {
     pthread_mutex_lock(&sample_lock);
-    uint64_t rescued = atomic_load(&probes_rescued), changed = atomic_load(&probes_changed);
-    uint64_t in_window = rescued - window_rescued, ch = changed - window_changed;
+    uint64_t rescued = atomic_load(&probes_rescued), changed = atomic_load(&probes_changed),
+             same = atomic_load(&probes_same);
+    uint64_t in_window = rescued - window_rescued;
+    sum_changed = sum_changed / 2 + (changed - window_changed);
+    sum_same = sum_same / 2 + (same - window_same);
     window_rescued = rescued;
     window_changed = changed;
+    window_same = same;
     atomic_store(&sample_all, in_window * 100 >= (uint64_t)SAMPLE_WINDOW * SAMPLE_ON_PCT);
-    atomic_store(&sample_content,
-                 in_window < SAMPLE_FEW || ch * 100 >= in_window * SAMPLE_CHANGED_PCT);
+    /* the looks at a rescue come a lap after it: counted by themselves,
+     * not against the window's rescues */
+    uint64_t looked = sum_changed + sum_same;
+    if (looked >= SAMPLE_FEW)
+        atomic_store(&sample_content, sum_changed * 100 >= looked * SAMPLE_CHANGED_PCT);
     pthread_mutex_unlock(&sample_lock);
 }
 
@@ -477,11 +490,14 @@ static size_t evict_select(size_t want, struct victim *v)
                 /* second chance; unreadable pages wait for their
                  * permissions to come back */
                 if (!wrapped && (f & M_PF_SAMPLED) && (f & M_PF_REF) && sample_tab &&
-                    sample_probe(index) &&
-                    sample_written(index, sample_hash((const void *)m_engine_addr(index))))
+                    sample_probe(index)) {
                     /* a probe written while sampled by write protection: did
                      * the write change it? */
-                    atomic_fetch_add_explicit(&probes_changed, 1, memory_order_relaxed);
+                    int ch = sample_changed(index, sample_hash((const void *)m_engine_addr(index)));
+                    if (ch >= 0)
+                        atomic_fetch_add_explicit(ch ? &probes_changed : &probes_same, 1,
+                                                  memory_order_relaxed);
+                }
                 if (!wrapped)
                     f &= ~(M_PF_REF | M_PF_SAMPLED);
                 if (!rlist_push((uint32_t)index))
@@ -509,7 +525,8 @@ static size_t evict_select(size_t want, struct victim *v)
                      * contents changed, evicted if not */
                     f &= ~M_PF_SAMPLED;
                     if (sample_tab &&
-                        sample_written(index, sample_hash((const void *)m_engine_addr(index)))) {
+                        sample_changed(index, sample_hash((const void *)m_engine_addr(index))) >
+                            0) {
                         f |= M_PF_HOT_MASK | M_PF_REF;
                         how = SAMPLE_HASH;
                     }
@@ -792,12 +809,15 @@ int m_budget_init(void)
             sample_tab_mask = n - 1;
         } /* else: samples by write protection */
     }
+    /* by write protection, which sees every write, until the probes show
+     * that the program's writes change what they write */
     atomic_store(&sample_all, false);
-    atomic_store(&sample_content, true);
+    atomic_store(&sample_content, false);
     atomic_store(&probes_taken, 0);
     atomic_store(&probes_rescued, 0);
     atomic_store(&probes_changed, 0);
-    window_rescued = window_changed = 0;
+    atomic_store(&probes_same, 0);
+    window_rescued = window_changed = window_same = sum_changed = sum_same = 0;
     int err = pthread_create(&reclaimer.thread, NULL, reclaimer_main, NULL);
     if (err)
         return err;
