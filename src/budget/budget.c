@@ -325,8 +325,8 @@ static void zap_written(const struct victim *v, size_t n)
  * direct-mapped table of 2x the budget's pages, one 64-bit word an entry
  * (page index + 1 and 32 bits of hash), read and written with relaxed
  * atomics by whichever thread reclaims; a page whose entry was taken by
- * another counts as unwritten.  MOAT_SAMPLE_BY=wp samples every page by
- * write protection (docs/lru.md has both measured).
+ * another counts as unwritten.  MOAT_SAMPLE_BY=hash samples every page by
+ * content, wp by write protection (docs/lru.md has them measured).
  */
 static _Atomic uint64_t *sample_tab; /* NULL: samples by write protection */
 static size_t sample_tab_mask;
@@ -379,11 +379,12 @@ static int sample_changed(size_t index, uint32_t h)
 
 #define SAMPLE_WINDOW 128u
 #define SAMPLE_ON_PCT 25u
-static unsigned sample_mode = M_SAMPLE_AUTO; /* m_engine.reclaim_sample at start */
-#define SAMPLE_FEW         8u                /* fewer rescues looked at say nothing about how */
-#define SAMPLE_CHANGED_PCT 60u               /* rescued probes whose writes changed them */
-static _Atomic bool sample_all;              /* auto: the probes say sampling pays */
-static _Atomic bool sample_content;          /* the probes say a hash sees the writes */
+static unsigned sample_mode = M_SAMPLE_AUTO;  /* m_engine.reclaim_sample at start */
+static unsigned sample_by = M_SAMPLE_BY_AUTO; /* m_engine.sample_by at start */
+#define SAMPLE_FEW         8u                 /* fewer rescues looked at say nothing about how */
+#define SAMPLE_CHANGED_PCT 60u                /* rescued probes whose writes changed them */
+static _Atomic bool sample_all;               /* auto: the probes say sampling pays */
+static _Atomic bool sample_content;           /* the probes say a hash sees the writes */
 static _Atomic uint64_t probes_taken, probes_rescued;
 /* rescued probes looked at one lap later: contents changed, or the same */
 static _Atomic uint64_t probes_changed, probes_same;
@@ -415,7 +416,7 @@ static void sample_window(void)
     /* the looks at a rescue come a lap after it: counted by themselves,
      * not against the window's rescues */
     uint64_t looked = sum_changed + sum_same;
-    if (looked >= SAMPLE_FEW)
+    if (sample_by == M_SAMPLE_BY_AUTO && looked >= SAMPLE_FEW)
         atomic_store(&sample_content, sum_changed * 100 >= looked * SAMPLE_CHANGED_PCT);
     pthread_mutex_unlock(&sample_lock);
 }
@@ -798,7 +799,8 @@ int m_budget_init(void)
     if (sample_tab)
         munmap((void *)sample_tab, (sample_tab_mask + 1) * sizeof *sample_tab);
     sample_tab = NULL;
-    if (sample_mode != M_SAMPLE_OFF && !m_engine.sample_by_wp) {
+    sample_by = m_engine.sample_by;
+    if (sample_mode != M_SAMPLE_OFF && sample_by != M_SAMPLE_BY_WP) {
         size_t n = 1024;
         while (n < 2 * m_engine.budget_pages && n < ((size_t)1 << 30))
             n *= 2;
@@ -809,10 +811,10 @@ int m_budget_init(void)
             sample_tab_mask = n - 1;
         } /* else: samples by write protection */
     }
-    /* by write protection, which sees every write, until the probes show
-     * that the program's writes change what they write */
+    /* auto: by write protection, which sees every write, until the probes
+     * show that the program's writes change what they write */
     atomic_store(&sample_all, false);
-    atomic_store(&sample_content, false);
+    atomic_store(&sample_content, sample_by == M_SAMPLE_BY_HASH);
     atomic_store(&probes_taken, 0);
     atomic_store(&probes_rescued, 0);
     atomic_store(&probes_changed, 0);

@@ -63,6 +63,9 @@ enum m_page_state {
 #define M_PF_SAMPLED (1u << 15) /* write-protected by reclaim to see if it is written */
 /* write sampling in victim choice (m_engine.reclaim_sample) */
 enum { M_SAMPLE_OFF = 0, M_SAMPLE_ON = 1, M_SAMPLE_AUTO = 2 };
+/* how a sample sees writes: the probes choose, a hash of the contents, or
+ * write protection */
+enum { M_SAMPLE_BY_AUTO = 0, M_SAMPLE_BY_HASH = 1, M_SAMPLE_BY_WP = 2 };
 /* laps a page written while it was sampled skips sampling (2 bits) */
 #define M_PF_HOT_SHIFT  16
 #define M_PF_HOT_MASK   (3u << M_PF_HOT_SHIFT)
@@ -163,7 +166,7 @@ struct m_engine {
     unsigned fault_threads;
     unsigned fault_ahead;     /* pages per sequential fault, 1..M_FAULT_AHEAD_MAX */
     unsigned reclaim_sample;  /* M_SAMPLE_* (MOAT_RECLAIM_SAMPLE, budget.c) */
-    bool sample_by_wp;        /* samples write-protect pages (MOAT_SAMPLE_BY=wp), not hash them */
+    unsigned sample_by;       /* M_SAMPLE_BY_* (MOAT_SAMPLE_BY, budget.c) */
     uint64_t fork_load_pages; /* evicted pages fork() reads back at most */
     bool lazy;                /* lazy tracking requested (moat_options.lazy) */
     _Atomic bool tracking;    /* the range is registered and every page's state is exact */

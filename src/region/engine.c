@@ -142,7 +142,7 @@ static size_t fork_load_bytes = SIZE_MAX;
 static unsigned fault_batch = 1;
 /* MOAT_RECLAIM_SAMPLE: write sampling in victim choice (budget.c) */
 static unsigned reclaim_sample = M_SAMPLE_AUTO;
-static bool sample_by_wp; /* MOAT_SAMPLE_BY=wp */
+static unsigned sample_by = M_SAMPLE_BY_AUTO; /* MOAT_SAMPLE_BY */
 /* MOAT_FAULT_PIN: handler threads pinned one per CPU (M_FAULT_PIN_*) */
 static unsigned fault_pin = M_FAULT_PIN_AUTO;
 
@@ -195,11 +195,15 @@ static int engine_options(const struct moat_options *in, struct moat_options *o,
     err |= env_uint("MOAT_FAULT_BATCH", 0, 1, &fault_batch);
     reclaim_sample = M_SAMPLE_AUTO;
     err |= env_auto("MOAT_RECLAIM_SAMPLE", M_SAMPLE_OFF, M_SAMPLE_ON, &reclaim_sample);
+    sample_by = M_SAMPLE_BY_AUTO;
     const char *by = getenv("MOAT_SAMPLE_BY");
-    sample_by_wp = by && strcmp(by, "wp") == 0;
-    if (by && *by && strcmp(by, "wp") != 0 && strcmp(by, "hash") != 0) {
-        m_error("init", "MOAT_SAMPLE_BY='%s' must be hash or wp", by);
-        err |= EINVAL;
+    if (by && *by && strcmp(by, "auto") != 0) {
+        if (strcmp(by, "hash") == 0 || strcmp(by, "wp") == 0) {
+            sample_by = by[0] == 'h' ? M_SAMPLE_BY_HASH : M_SAMPLE_BY_WP;
+        } else {
+            m_error("init", "MOAT_SAMPLE_BY='%s' must be auto, hash or wp", by);
+            err |= EINVAL;
+        }
     }
     fault_pin = M_FAULT_PIN_AUTO;
     err |= env_auto("MOAT_FAULT_PIN", M_FAULT_PIN_OFF, M_FAULT_PIN_ON, &fault_pin);
@@ -497,7 +501,7 @@ int moat_init(const struct moat_options *opts)
         m_engine.budget_pages = o.budget / M_PAGE_SIZE;
         m_engine.batch_pages = o.batch_pages;
         m_engine.reclaim_sample = reclaim_sample;
-        m_engine.sample_by_wp = sample_by_wp;
+        m_engine.sample_by = sample_by;
         watermarks_set(&o);
         m_engine.fault_threads = o.fault_threads;
         m_engine.fault_ahead = o.fault_ahead;
