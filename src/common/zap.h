@@ -6,7 +6,7 @@
  * the TLB of every CPU that runs a thread of the process: an interprocessor
  * interrupt per range, ~9 us a page here with a second CPU busy.
  * process_madvise(2) on the process itself takes all ranges in one call and,
- * on recent kernels (6.16 on), flushes once for all of them: 64 scattered
+ * on recent kernels flushes once for all of them: 64 scattered
  * pages took 585 us as 64 madvise calls and 40 us as one process_madvise
  * here (Linux 6.18, another thread of the process busy on the other CPU).
  */
