@@ -194,13 +194,17 @@ static void *pressure(void *p)
     return NULL;
 }
 
-static void run_write_race(bool sample)
+/* sample: NULL (default), or the MOAT_SAMPLE_BY with MOAT_RECLAIM_SAMPLE=1 */
+static void run_write_race(const char *sample)
 {
     size_t budget_pages = 32;
-    if (sample)
+    if (sample) {
         setenv("MOAT_RECLAIM_SAMPLE", "1", 1);
+        setenv("MOAT_SAMPLE_BY", sample, 1);
+    }
     assert_int_equal(mt_start_opts(budget_pages * PG, NULL, NULL), 0);
     unsetenv("MOAT_RECLAIM_SAMPLE");
+    unsetenv("MOAT_SAMPLE_BY");
     uint64_t *mem;
     uint8_t *other;
     assert_int_equal(
@@ -233,10 +237,10 @@ static void run_write_race(bool sample)
                 lost++;
     struct moat_stats s;
     assert_int_equal(moat_stats(&s), 0);
-    printf("write race%s: %d writers x %lu writes on %d pages, budget %zu pages: %lu lost, "
-           "%llu write-protect faults, %llu evictions written, %llu page-ins\n",
-           sample ? " (write sampling)" : "", RACE_WRITERS, RACE_ITERS, RACE_PAGES, budget_pages,
-           lost, (unsigned long long)s.faults_wp, (unsigned long long)s.evictions_written,
+    printf("write race (sampling %s): %d writers x %lu writes on %d pages, budget %zu pages: "
+           "%lu lost, %llu write-protect faults, %llu evictions written, %llu page-ins\n",
+           sample ? sample : "default", RACE_WRITERS, RACE_ITERS, RACE_PAGES, budget_pages, lost,
+           (unsigned long long)s.faults_wp, (unsigned long long)s.evictions_written,
            (unsigned long long)s.faults_pagein);
     assert_int_equal(lost, 0);
     assert_true(s.evictions_written > 100);
@@ -247,15 +251,25 @@ static void run_write_race(bool sample)
 static void test_write_race(void **state)
 {
     (void)state;
-    run_write_race(false);
+    run_write_race(NULL);
 }
 
-/* MOAT_RECLAIM_SAMPLE=1: reclaim write-protects dirty pages a lap before
- * they are chosen, and the writers' faults on them race the evictor too. */
+/* MOAT_RECLAIM_SAMPLE=1, MOAT_SAMPLE_BY=wp: reclaim write-protects dirty
+ * pages a lap before they are chosen, and the writers' faults on them race
+ * the evictor too. */
 static void test_write_race_sampled(void **state)
 {
     (void)state;
-    run_write_race(true);
+    run_write_race("wp");
+}
+
+/* MOAT_SAMPLE_BY=hash: reclaim reads (hashes) pages the writers are
+ * writing, keeps them writable a lap, and must still protect each before
+ * it seals it. */
+static void test_write_race_sampled_by_content(void **state)
+{
+    (void)state;
+    run_write_race("hash");
 }
 
 int main(void)
@@ -263,6 +277,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_race),
         cmocka_unit_test(test_write_race_sampled),
+        cmocka_unit_test(test_write_race_sampled_by_content),
         cmocka_unit_test(test_integrity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -361,6 +361,13 @@ __attribute__((no_sanitize("thread"))) static uint32_t sample_hash(const void *p
     return (uint32_t)h;
 }
 
+/* page_hash - the hash of resident page `index`, read under its page lock
+ * (resident means mapped: the read cannot fault). */
+static uint32_t page_hash(size_t index)
+{
+    return sample_hash((const void *)m_engine_addr(index));
+}
+
 static void sample_note(size_t index, uint32_t h)
 {
     atomic_store_explicit(&sample_tab[sample_slot(index)], (uint64_t)(index + 1) << 32 | h,
@@ -494,7 +501,7 @@ static size_t evict_select(size_t want, struct victim *v)
                     sample_probe(index)) {
                     /* a probe written while sampled by write protection: did
                      * the write change it? */
-                    int ch = sample_changed(index, sample_hash((const void *)m_engine_addr(index)));
+                    int ch = sample_changed(index, page_hash(index));
                     if (ch >= 0)
                         atomic_fetch_add_explicit(ch ? &probes_changed : &probes_same, 1,
                                                   memory_order_relaxed);
@@ -525,16 +532,14 @@ static size_t evict_select(size_t want, struct victim *v)
                      * and took the second chance above): kept if the
                      * contents changed, evicted if not */
                     f &= ~M_PF_SAMPLED;
-                    if (sample_tab &&
-                        sample_changed(index, sample_hash((const void *)m_engine_addr(index))) >
-                            0) {
+                    if (sample_tab && sample_changed(index, page_hash(index)) > 0) {
                         f |= M_PF_HOT_MASK | M_PF_REF;
                         how = SAMPLE_HASH;
                     }
                 } else {
                     how = sample_how(index);
                     if (how == SAMPLE_HASH) {
-                        sample_note(index, sample_hash((const void *)m_engine_addr(index)));
+                        sample_note(index, page_hash(index));
                         f |= M_PF_SAMPLED;
                     } else if (how == SAMPLE_WP) {
                         /* A writable dirty page never faults, so nothing
@@ -545,7 +550,7 @@ static size_t evict_select(size_t want, struct victim *v)
                          * probe's hash says later whether the write
                          * changed it. */
                         if (sample_tab && sample_probe(index))
-                            sample_note(index, sample_hash((const void *)m_engine_addr(index)));
+                            sample_note(index, page_hash(index));
                         f |= M_PF_SAMPLED;
                         if (uffd_wp(m_engine_addr(index), M_PAGE_SIZE, true) == 0)
                             f |= M_PF_WP;
