@@ -946,9 +946,9 @@ static void fault_dispatch(const struct uffd_msg *msg)
  *
  * 8 threads paging under 32M (bench/programs.sh's threads, 5 runs each,
  * interleaved): 6.5 s median with one batch at a time per handler, 6.2 s
- * pipelined - within this machine's noise; the pipeline's worth is that a
- * fault served from the read-around cache (below) never waits behind a
- * store read.
+ * pipelined - within this machine's noise, where the disk is the limit (it
+ * runs at queue depth 8 either way); a handler no longer sits idle in a
+ * read while other faults (first touches, write-protect faults) wait.
  *
  * Each handler thread has its own store queue and records for batches
  * (fault_batcher, made at the first batch), separate from its I/O context,
