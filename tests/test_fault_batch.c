@@ -18,7 +18,9 @@
  * page, and at the end the main thread checks every page.  The batches
  * must have happened (moat_stats: pagein_batches > 0, at least two
  * faulting pages each), with no integrity or store error; with
- * MOAT_FAULT_BATCH=0 none happen.
+ * MOAT_FAULT_BATCH=0 none happen.  The same traffic under a 16-page budget
+ * with one handler thread makes the handler install its own pages in
+ * flight before it waits for the budget.
  *
  * Tamper: with every other record of the file store corrupted, threads
  * fault together on evicted pages, so batches mix good and tampered
@@ -101,17 +103,17 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static void batch_run(const char *store, bool batch)
+static void batch_run_with(const char *store, bool batch, unsigned budget, unsigned handlers)
 {
     if (batch)
         unsetenv("MOAT_FAULT_BATCH");
     else
         setenv("MOAT_FAULT_BATCH", "0", 1);
-    struct moat_options o = {.budget = BUDGET * PG,
+    struct moat_options o = {.budget = budget * PG,
                              .store = store,
                              .log_level = -1,
                              .range_size = 1ULL << 30,
-                             .fault_threads = 2};
+                             .fault_threads = handlers};
     assert_int_equal(moat_init(&o), 0);
     assert_int_equal(
         moat_alloc(NULL, NPAGES * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&mem), 0);
@@ -143,7 +145,7 @@ static void batch_run(const char *store, bool batch)
     assert_int_equal(s.integrity_failures, 0);
     assert_int_equal(s.store_errors, 0);
     assert_int_equal(s.faults_fatal, 0);
-    assert_true(s.peak_resident_pages <= BUDGET);
+    assert_true(s.peak_resident_pages <= budget);
     assert_true(s.faults_pagein > NPAGES);
     if (batch) {
         /* the batched path really ran, with several faults each time */
@@ -156,10 +158,26 @@ static void batch_run(const char *store, bool batch)
     moat_shutdown();
 }
 
+static void batch_run(const char *store, bool batch)
+{
+    batch_run_with(store, batch, BUDGET, 2);
+}
+
 static void test_batch_file(void **state)
 {
     (void)state;
     batch_run(NULL, true);
+}
+
+/* A budget of 16 pages and one handler: the handler's pages in flight are
+ * charged but cannot be reclaimed until it installs them, so it must
+ * install them before it waits for the budget (a handler that waited on
+ * its own pages stalled for the budget's 3 s and then failed the fault
+ * with "budget exhausted", test_stress's write race caught it). */
+static void test_batch_tiny_budget(void **state)
+{
+    (void)state;
+    batch_run_with(NULL, true, 16, 1);
 }
 
 /* MOAT_FAULT_BATCH=0: the same traffic served one fault at a time. */
@@ -342,6 +360,7 @@ int main(void)
 #endif
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_file),
+        cmocka_unit_test(test_batch_tiny_budget),
         cmocka_unit_test(test_unbatched_file),
         cmocka_unit_test(test_batch_tamper),
         cmocka_unit_test(test_single_tamper),
