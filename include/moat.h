@@ -308,6 +308,12 @@ struct moat_stats {
      * downward, MOAT_FAULT_AHEAD pages at most a fault); part of
      * faults_pagein. */
     uint64_t pagein_readahead;
+
+    /* Page-ins of pages evicted so recently (among the last budget/16 to
+     * go) that they came back referenced and hot, to be kept longer: reads
+     * of resident pages are invisible, and this is how moat sees pages that
+     * are read a lot (MOAT_REFAULT; part of faults_pagein). */
+    uint64_t pagein_refault_hot;
 };
 
 /* moat_stats - a consistent-enough snapshot of the counters (each read

@@ -48,6 +48,13 @@ void m_budget_sample_rescued(size_t index);
  * with (M_PF_INLIST set). */
 uint32_t m_reclaim_track(size_t index, uint32_t flags);
 
+/* m_reclaim_refault - the flags of an EVICTED page being paged in, from its
+ * eviction stamp: the flags it comes back with, M_PF_REF | M_PF_HOT_MASK if
+ * it was evicted very recently (counted), else 0 (budget.c, "Refaults"). */
+uint32_t m_reclaim_refault(uint32_t flags);
+/* m_reclaim_refaults_hot - page-ins that came back hot since start. */
+uint64_t m_reclaim_refaults_hot(void);
+
 /* m_reclaim_run - evict up to `want` pages now, from the calling thread.
  * Returns the number of pages that stopped being resident. */
 size_t m_reclaim_run(size_t want);

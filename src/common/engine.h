@@ -71,6 +71,11 @@ enum { M_SAMPLE_BY_AUTO = 0, M_SAMPLE_BY_HASH = 1, M_SAMPLE_BY_WP = 2 };
 #define M_PF_HOT_MASK   (3u << M_PF_HOT_SHIFT)
 #define M_PF_PROT_SHIFT 12 /* 3 bits: MOAT_PROT_* of a committed page */
 #define M_PF_PROT_MASK  (0x7u << M_PF_PROT_SHIFT)
+/* an EVICTED page's eviction time: 1 + (evictions / (budget/64)) modulo
+ * 2^14 - 1 (budget.c, "Refaults"); zero in every other state */
+#define M_PF_STAMP_SHIFT 18
+#define M_PF_STAMP_BITS  14u
+#define M_PF_STAMP_MASK  (((1u << M_PF_STAMP_BITS) - 1) << M_PF_STAMP_SHIFT)
 
 struct m_page {
     _Atomic uint32_t flags;
@@ -167,6 +172,7 @@ struct m_engine {
     unsigned fault_ahead;     /* pages per sequential fault, 1..M_FAULT_AHEAD_MAX */
     unsigned reclaim_sample;  /* M_SAMPLE_* (MOAT_RECLAIM_SAMPLE, budget.c) */
     unsigned sample_by;       /* M_SAMPLE_BY_* (MOAT_SAMPLE_BY, budget.c) */
+    bool refault_hot;         /* page-ins soon after eviction come back hot (MOAT_REFAULT) */
     uint64_t fork_load_pages; /* evicted pages fork() reads back at most */
     bool lazy;                /* lazy tracking requested (moat_options.lazy) */
     _Atomic bool tracking;    /* the range is registered and every page's state is exact */

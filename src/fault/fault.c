@@ -617,8 +617,10 @@ static int fault_load_one(size_t idx, uint32_t pf, uint64_t region_id, bool faul
             e = 0;
         if (!e) {
             uint32_t f = m_page_lock(q);
-            f = m_page_set_state(f, M_PS_RESIDENT);
+            f = m_page_set_state(f & ~M_PF_STAMP_MASK, M_PS_RESIDENT);
             f |= wp ? M_PF_WP : M_PF_DIRTY;
+            if (faulting)
+                f |= m_reclaim_refault(pf);
             if (pin && faulting) {
                 f |= M_PF_PINNED;
                 m_counter_add(&m_engine.c.unreclaimable, 1);

@@ -140,6 +140,7 @@ static size_t fork_load_bytes = SIZE_MAX;
 /* MOAT_FAULT_BATCH: 1 (the default) loads the page-ins of several faults
  * read at once in one store submission; 0 one by one (for comparison). */
 static unsigned fault_batch = 1;
+static unsigned refault = 1; /* MOAT_REFAULT */
 /* MOAT_RECLAIM_SAMPLE: write sampling in victim choice (budget.c) */
 static unsigned reclaim_sample = M_SAMPLE_AUTO;
 static unsigned sample_by = M_SAMPLE_BY_AUTO; /* MOAT_SAMPLE_BY */
@@ -193,6 +194,8 @@ static int engine_options(const struct moat_options *in, struct moat_options *o,
     err |= env_size("MOAT_FORK_LOAD", &fork_load_bytes);
     fault_batch = 1;
     err |= env_uint("MOAT_FAULT_BATCH", 0, 1, &fault_batch);
+    refault = 1;
+    err |= env_uint("MOAT_REFAULT", 0, 1, &refault);
     reclaim_sample = M_SAMPLE_AUTO;
     err |= env_auto("MOAT_RECLAIM_SAMPLE", M_SAMPLE_OFF, M_SAMPLE_ON, &reclaim_sample);
     sample_by = M_SAMPLE_BY_AUTO;
@@ -505,6 +508,7 @@ int moat_init(const struct moat_options *opts)
         watermarks_set(&o);
         m_engine.fault_threads = o.fault_threads;
         m_engine.fault_ahead = o.fault_ahead;
+        m_engine.refault_hot = refault != 0;
         /* Default: the budget (a fork never holds more than twice it), but
          * at least 16 MiB with a local file store, so that a shell under a
          * tiny budget can still run $(...) and pipelines (forks that touch
@@ -613,6 +617,7 @@ int m_engine_stats(struct moat_stats *out, bool often)
     out->fork_loaded_pages = atomic_load(&c->fork_loaded);
     out->tracking = atomic_load(&m_engine.tracking);
     m_fault_batch_stats(&out->pagein_batches, &out->pagein_batched_faults, &out->pagein_readahead);
+    out->pagein_refault_hot = m_reclaim_refaults_hot();
     if (!out->tracking) {
         uint64_t res = 0, com = 0;
         engine_untracked_sample(&res, &com, often);
@@ -668,6 +673,9 @@ void moat_stats_print(int fd)
     if (s.pagein_readahead)
         dprintf(fd, "  read ahead      %llu of the page-ins (along streams of faults)\n",
                 (unsigned long long)s.pagein_readahead);
+    if (s.pagein_refault_hot)
+        dprintf(fd, "  refaults        %llu page-ins soon after their eviction (kept hot)\n",
+                (unsigned long long)s.pagein_refault_hot);
     if (s.pagein_batches)
         dprintf(fd, "  batched page-in %llu submissions served %llu faults (%.1f each)\n",
                 (unsigned long long)s.pagein_batches, (unsigned long long)s.pagein_batched_faults,

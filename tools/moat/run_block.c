@@ -242,6 +242,11 @@ void m_run_summary(FILE *f, const struct m_stats_block *b, int sig)
                 "moat: read ahead: %" PRIu64 " of the %" PRIu64
                 " page-ins, along streams of faults\n",
                 s->pagein_readahead, s->faults_pagein);
+    if (s->pagein_refault_hot)
+        fprintf(f,
+                "moat: refaults: %" PRIu64 " page-ins came back soon after their eviction "
+                "(kept hot)\n",
+                s->pagein_refault_hot);
     if (s->pagein_batches)
         fprintf(f,
                 "moat: batched page-in: %" PRIu64 " faults of threads faulting together loaded "
@@ -349,6 +354,7 @@ void m_run_json(FILE *f, const struct m_stats_block *b, int status)
     J(pagein_batches);
     J(pagein_batched_faults);
     J(pagein_readahead);
+    J(pagein_refault_hot);
 #undef J
 #define A(field) fprintf(f, "  \"" #field "\": %" PRIu64 ",\n", b->field)
     A(threads_live);
