@@ -496,6 +496,14 @@ static void pl_publish(uint32_t state)
     m_preload_tcs_stats(&live, &peak);
     m_engine_internal--;
     pthread_mutex_lock(&pl.blk_lock);
+    if (pl.cur.state == M_STATS_EXITED && state != M_STATS_EXITED) {
+        /* The final numbers are out: the publisher thread, which may have
+         * looked at pl.state just before exit, must not start another
+         * update that exit_group could cut in half (an odd sequence number
+         * forever, and `moat run` without statistics). */
+        pthread_mutex_unlock(&pl.blk_lock);
+        return;
+    }
     pl.cur.state = state;
     pl.cur.elapsed_ns = pl_ns_since(&pl.start);
     if (!err)
