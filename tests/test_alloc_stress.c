@@ -20,6 +20,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <unistd.h>
 
 #include <moat/alloc.h>
 
@@ -295,8 +296,17 @@ static void test_random_shadowed(void **state)
         if (st.classes[c].live_blocks)
             fail_msg("class %d: %llu blocks still live", c,
                      (unsigned long long)st.classes[c].live_blocks);
-    moat_heap_trim(heap);
-    assert_int_equal(moat_heap_stats_get(heap, &st), 0);
+    /* Everything goes back.  The purger thread may be holding a drained
+     * cache's blocks at the instant of the trim (once in CI under TSan: one
+     * 36 KiB slab still reserved), so give it a second to hand them back
+     * before a trim finds them. */
+    for (int i = 0; i < 100; i++) {
+        moat_heap_trim(heap);
+        assert_int_equal(moat_heap_stats_get(heap, &st), 0);
+        if (st.reserved_bytes == 0 && st.committed_bytes == 0)
+            break;
+        usleep(10000);
+    }
     assert_int_equal(st.reserved_bytes, 0);
     assert_int_equal(st.committed_bytes, 0);
     assert_int_equal(moat_heap_destroy(heap), 0);
