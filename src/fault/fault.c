@@ -1234,6 +1234,10 @@ static void fault_batch(struct fault_batcher *b, const struct uffd_msg *msgs, co
     /* LOADING: this thread owns slot and version of these pages now. */
     if (n)
         n = fault_batch_charge(b, st, n);
+    /* A reap above (to make room, or before waiting for the budget) may
+     * have lost the queue with a store failure: every item is free then,
+     * and a new queue is made for these reads. */
+    int err = n && !b->queue ? fault_batcher_ready(b) : 0;
     /* streams noted before the first install wakes a faulting thread */
     for (size_t k = 0; k < n; k++) {
         if (!st[k].fault_addr)
@@ -1262,7 +1266,8 @@ static void fault_batch(struct fault_batcher *b, const struct uffd_msg *msgs, co
         m_counter_add(&fault_batches, 1);
         m_counter_add(&fault_batch_pages, nfaults);
     }
-    int err = n ? m_store_submit(b->queue, iop, n) : 0;
+    if (n && !err)
+        err = m_store_submit(b->queue, iop, n);
     if (err) {
         /* nothing of it was submitted */
         m_error("fault", "submitting %zu page reads to %s failed: %s", n,
