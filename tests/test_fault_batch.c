@@ -193,7 +193,7 @@ static void test_unbatched_file(void **state)
 #define TP_BUDGET  32u
 #define TP_THREADS 8
 #define TP_ROUNDS  24
-#define TP_REC     4608u /* a record's stride in the file store */
+#define TP_REC     4096u /* a record's stride in the file store */
 
 static _Thread_local sigjmp_buf tp_jmp;
 static _Thread_local volatile sig_atomic_t tp_armed;

@@ -36,6 +36,10 @@
 
 static bool skipped_any;
 
+/* A record's bytes in the file, and the file's stride: its ciphertext (the
+ * trailer stays in memory). */
+#define STRIDE M_STORE_DATA
+
 /* ---------------------------------------------------------------------------
  * Helpers
  * ------------------------------------------------------------------------- */
@@ -170,13 +174,14 @@ static void round_trip_one_batch(int direct)
     assert_int_equal(st.bytes_written, (uint64_t)N * M_STORE_RECORD);
     assert_int_equal(st.bytes_read, (uint64_t)N * M_STORE_RECORD);
     assert_int_equal(st.errors, 0);
+    /* the trailers are in memory, the file holds the ciphertexts alone */
+    assert_int_equal(st.meta_bytes, (uint64_t)N * M_STORE_TRAILER);
     struct stat sb;
     assert_int_equal(stat(m_store_describe(s), &sb), 0);
     if (direct) /* zero-filled ahead, up to 2 MiB */
-        assert_true(sb.st_size >= (off_t)N * M_STORE_RECORD &&
-                    sb.st_size <= (off_t)N * M_STORE_RECORD + (2 << 20));
+        assert_true(sb.st_size >= (off_t)N * STRIDE && sb.st_size <= (off_t)N * STRIDE + (2 << 20));
     else
-        assert_int_equal(sb.st_size, (off_t)N * M_STORE_RECORD);
+        assert_int_equal(sb.st_size, (off_t)N * STRIDE);
     assert_int_equal(sb.st_mode & 0777, 0600);
     m_store_queue_free(q);
     m_store_close(s);
@@ -316,7 +321,7 @@ static void test_read_hole_and_eof(void **state)
         assert_true(rec_check(buf, 5, 1));
         /* A record cut short by the end of the file is EIO, not a record
          * padded with zeros: the first read returns part, the rest hits EOF. */
-        assert_int_equal(truncate(m_store_describe(s), 5 * M_STORE_RECORD + 1024), 0);
+        assert_int_equal(truncate(m_store_describe(s), 5 * STRIDE + 1024), 0);
         assert_int_equal(rec_io(q, M_STORE_READ, 5, buf), EIO);
         m_store_stats(s, &st);
         assert_int_equal(st.errors, 3);
@@ -449,16 +454,16 @@ static void test_hole_punch(void **state)
     assert_int_equal(fsync(fd), 0);
     struct stat before, after;
     assert_int_equal(fstat(fd, &before), 0);
-    assert_true(before.st_blocks >= (blkcnt_t)N * M_STORE_RECORD / 512);
+    assert_true(before.st_blocks >= (blkcnt_t)N * STRIDE / 512);
 
-    /* 32 adjacent slots hold 147456 bytes, 36 whole 4 KiB blocks; all but at
-     * most the two blocks shared with live neighbours must go. */
+    /* 32 adjacent slots hold 131072 bytes, 32 whole 4 KiB blocks (a record
+     * is one block): all must go. */
     for (uint64_t slot = 8; slot < 40; slot++)
         m_store_slot_free(s, slot);
     assert_int_equal(fstat(fd, &after), 0);
     fprintf(stderr, "# st_blocks %lld -> %lld after freeing 32 slots\n",
             (long long)before.st_blocks, (long long)after.st_blocks);
-    assert_true(after.st_blocks <= before.st_blocks - (32 * M_STORE_RECORD / 4096 - 2) * 8);
+    assert_true(after.st_blocks <= before.st_blocks - 32 * STRIDE / 512);
     assert_int_equal(after.st_size, before.st_size);
 
     /* Neighbours of freed slots are intact: blocks they share were kept. */
@@ -527,8 +532,8 @@ static void test_hole_punch_deferred(void **state)
     m_store_queue_free(q);
     m_store_close(s);
 
-    /* slack=64K is 14 records: freeing 32 adjacent ones punches all but at
-     * most 14, highest first, and the records around them survive. */
+    /* slack=64K is 16 records: freeing 32 adjacent ones punches all but at
+     * most 16, highest first, and the records around them survive. */
     s = store_open_fmt("file:%s?direct=1&slack=64K", test_dir());
     assert_int_equal(m_store_queue_new(s, 64, &q), 0);
     write_first(s, q, 64);
@@ -538,8 +543,8 @@ static void test_hole_punch_deferred(void **state)
     blkcnt_t after = blocks_of(m_store_describe(s));
     fprintf(stderr, "# slack=64K: st_blocks %lld -> %lld after freeing 32 slots\n",
             (long long)before, (long long)after);
-    assert_true(after <= before - (18 * M_STORE_RECORD / 4096 - 2) * 8);
-    assert_true(after >= before - (32 * M_STORE_RECORD / 4096 + 2) * 8);
+    assert_true(after <= before - 16 * STRIDE / 512);
+    assert_true(after >= before - 32 * STRIDE / 512);
     for (uint64_t n = 0; n < 64; n++) {
         if (n >= 8 && n < 40)
             continue;
@@ -606,7 +611,7 @@ static void prefill_while_writing(const char *opts)
     struct stat sb;
     assert_int_equal(stat(m_store_describe(s), &sb), 0);
     fprintf(stderr, "# %s: %d records, file size %lld\n", opts, N, (long long)sb.st_size);
-    assert_true(sb.st_size >= (off_t)N * M_STORE_RECORD);
+    assert_true(sb.st_size >= (off_t)N * STRIDE);
     for (uint64_t slot = 0; slot < N; slot++) {
         assert_int_equal(rec_io(q, M_STORE_READ, slot, bufs[0]), 0);
         assert_true(rec_check(bufs[0], slot, 1));
@@ -960,7 +965,7 @@ static void test_bad_uris(void **state)
 static void test_max_cap(void **state)
 {
     (void)state;
-    /* 10K holds two 4608-byte records. */
+    /* 10K holds two 4096-byte records. */
     struct m_store *s = store_open_fmt("file:%s?max=10K", test_dir());
     uint64_t a, b, c;
     assert_int_equal(m_store_slot_alloc(s, &a), 0);
@@ -1041,7 +1046,7 @@ static void test_file_lifetime(void **state)
     m_store_queue_free(q);
     m_store_close(s);
     assert_int_equal(stat(path, &st), 0);
-    assert_int_equal(st.st_size, M_STORE_RECORD);
+    assert_int_equal(st.st_size, STRIDE);
 
     /* An existing file is someone's old records: truncated at open, and
      * (not ours to remove) truncated again at close. */
@@ -1165,7 +1170,7 @@ static void tiny_fs(int direct, const char *slack)
     m_store_stats(s, &st);
     fprintf(stderr, "# 1 MiB tmpfs, direct=%d%s: %zu records acknowledged, %d ENOSPC\n", direct,
             slack, nacked, nfull);
-    assert_true(nacked >= 150 && nacked <= 1024 * 1024 / M_STORE_RECORD);
+    assert_true(nacked >= 150 && nacked <= 1024 * 1024 / STRIDE);
     assert_true(st.errors >= (uint64_t)nfull);
     for (uint64_t slot = 0; slot < MAXREC; slot++) {
         if (!gen[slot])

@@ -42,7 +42,7 @@ rows=$(($(wc -l <"$nodes") - 1))
 IFS=, read -r _ node addr primary pages bytes _ writes _ _ rtt _ < <(tail -1 "$nodes")
 [ "$node" = 0 ] && [ "$addr" = "127.0.0.1:$port" ] && [ "$primary" = 1 ] || fail "last row: $(tail -1 "$nodes")"
 [ "$writes" -ge 14000 ] || fail "last row: $writes writes, expected >= 14000 (56 MiB evicted)"
-[ "$pages" -gt 0 ] && [ "$bytes" = $((pages * 4608)) ] || fail "last row: $pages pages, $bytes bytes"
+[ "$pages" -gt 0 ] && [ "$bytes" = $((pages * 4128)) ] || fail "last row: $pages pages, $bytes bytes"
 [ "$rtt" -gt 0 ] && [ "$rtt" -lt "$writes" ] || fail "last row: $rtt round trips for $writes writes (not batched?)"
 # --stats-json has the same node, with its final counters.
 if command -v python3 >/dev/null; then

@@ -599,7 +599,7 @@ static int fault_load_one(size_t idx, uint32_t pf, uint64_t region_id, bool faul
                         "page %#lx (region %llu, index %zu, version %u): sealed copy fails "
                         "authentication (%s); the page is not mapped",
                         (unsigned long)addr, (unsigned long long)region_id, idx, q->version,
-                        e == EBADMSG ? "tampered or foreign record" : strerror(e));
+                        e == EBADMSG ? "tampered, foreign or replayed record" : strerror(e));
         }
     }
     if (!e) {

@@ -84,7 +84,7 @@ struct m_stats_block {
         char addr[48];    /* "host:port" */
         uint64_t primary; /* 1 while it owns hash slots (one server: always) */
         uint64_t pages;   /* records held now */
-        uint64_t bytes;   /* pages * 4608 (sealed record size) */
+        uint64_t bytes;   /* pages * M_STORE_RECORD (4128, a sealed record) */
         uint64_t reads;   /* GETs completed */
         uint64_t writes;  /* SETs completed (acknowledged by the replicas asked for) */
         uint64_t bytes_read, bytes_written;

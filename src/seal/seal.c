@@ -20,17 +20,13 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 
-#define SEAL_MAGIC 0x4c4145534d54414dULL /* "MTAMSEAL" */
-
 /* The trailer after the ciphertext; everything in it is untrusted. */
 struct seal_trailer {
-    uint64_t magic;
     uint8_t nonce[12];
     uint8_t tag[16];
-    uint32_t pad;
-    struct m_seal_id id; /* as sealed: used only to tell a replay from tampering */
+    uint32_t version_lo; /* low bits of the version sealed: only to tell a replay from tampering */
 };
-_Static_assert(sizeof(struct seal_trailer) <= M_STORE_RECORD - M_SEAL_PAGE, "trailer fits");
+_Static_assert(sizeof(struct seal_trailer) == M_STORE_RECORD - M_SEAL_PAGE, "trailer fills");
 
 struct seal_key {
     uint8_t key[32];
@@ -176,12 +172,10 @@ int m_seal_page(const void *plain, const struct m_seal_id *id, void *record)
     if (!t)
         return EIO;
     struct seal_trailer *tr = (struct seal_trailer *)((uint8_t *)record + M_SEAL_PAGE);
-    memset(tr, 0, M_STORE_RECORD - M_SEAL_PAGE);
     uint64_t ctr = atomic_fetch_add(&seal_nonce_counter, 1);
     memcpy(tr->nonce, &seal_key->nonce_prefix, 4);
     memcpy(tr->nonce + 4, &ctr, 8);
-    tr->magic = SEAL_MAGIC;
-    tr->id = *id;
+    tr->version_lo = (uint32_t)id->version;
     int outl = 0, finl = 0;
     if (EVP_EncryptInit_ex(t->enc, NULL, NULL, NULL, tr->nonce) != 1 ||
         EVP_EncryptUpdate(t->enc, NULL, &outl, (const unsigned char *)id, sizeof *id) != 1 ||
@@ -220,18 +214,27 @@ int m_seal_open(const void *record, const struct m_seal_id *id, void *plain,
     const struct seal_trailer *tr =
         (const struct seal_trailer *)((const uint8_t *)record + M_SEAL_PAGE);
     if (found_version)
-        *found_version = tr->id.version;
+        *found_version = 0;
     int err = seal_try_open(t, record, tr, id, plain);
     if (err == 0)
         return 0;
     /* Tell a replay from tampering: an authentic older copy of this very
-     * page verifies under its own (older) version. */
-    if (err == EBADMSG && tr->magic == SEAL_MAGIC && tr->id.region_id == id->region_id &&
-        tr->id.page_index == id->page_index && tr->id.version < id->version) {
+     * page verifies under its own (older) version, the latest below the
+     * current one whose low bits the trailer names. */
+    uint64_t old_version = (id->version & ~(uint64_t)UINT32_MAX) | tr->version_lo;
+    bool older = old_version < id->version;
+    if (!older && id->version > UINT32_MAX) {
+        old_version -= (uint64_t)UINT32_MAX + 1;
+        older = true;
+    }
+    if (err == EBADMSG && older) {
         struct m_seal_id old = *id;
-        old.version = tr->id.version;
-        if (seal_try_open(t, record, tr, &old, plain) == 0)
+        old.version = old_version;
+        if (seal_try_open(t, record, tr, &old, plain) == 0) {
             err = ESTALE;
+            if (found_version)
+                *found_version = old_version;
+        }
     }
     memset(plain, 0, M_SEAL_PAGE);
     return err;

@@ -2,12 +2,12 @@
  * seal.h - AES-256-GCM sealing of pages (the analogue of SGX's EWB/ELDU).
  *
  * A sealed record is M_STORE_RECORD bytes: the 4096-byte ciphertext followed
- * by a trailer holding the nonce, the tag and the page identity it was sealed
- * with (the analogue of SGX's PCMD).  The trailer is not trusted: the
- * additional authenticated data is rebuilt from what moat keeps in memory
- * (region id, page index and the page's version counter, the analogue of a VA
- * slot), so a record moved to another page, or an older record of the same
- * page put back (a replay), fails authentication.
+ * by a 32-byte trailer holding the nonce, the tag and the low 32 bits of the
+ * version it was sealed with (the analogue of SGX's PCMD).  The trailer is
+ * not trusted: the additional authenticated data is rebuilt from what moat
+ * keeps in memory (region id, page index and the page's version counter, the
+ * analogue of a VA slot), so a record moved to another page, or an older
+ * record of the same page put back (a replay), fails authentication.
  *
  * The key is random per process, lives in one mlock'd page excluded from core
  * dumps (MADV_DONTDUMP) and is wiped by m_seal_shutdown.  Nonces are a random
@@ -47,8 +47,8 @@ int m_seal_page(const void *plain, const struct m_seal_id *id, void *record);
 /* m_seal_open - authenticate and decrypt `record` into `plain` (4096 bytes),
  * expecting identity `id`.  0 on success.  ESTALE: the record is an authentic
  * copy of this page with an older version (a replay); *found_version says
- * which.  EBADMSG: the record fails authentication (tampered, or another
- * page's).  `plain` is zeroed on any failure. */
+ * which (0 when it is not a replay).  EBADMSG: the record fails authentication (tampered, or
+ * another page's).  `plain` is zeroed on any failure. */
 int m_seal_open(const void *record, const struct m_seal_id *id, void *plain,
                 uint64_t *found_version);
 

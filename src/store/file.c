@@ -2,19 +2,37 @@
  * file.c - the file backend: sealed records in one sparse file, read and
  * written through io_uring.
  *
- * Layout.  Slot n is the M_STORE_RECORD (4608) bytes at offset n * 4608.
- * There is no header and no index: the caller remembers which slot holds
- * which page, and the key that makes the records readable dies with the
- * process, so a file left by an earlier process is worthless and is
- * truncated when it is opened again.
+ * Layout.  Slot n is the 4096 bytes at offset n * 4096: a record's
+ * ciphertext, one aligned file-system block (on the usual 4 KiB-block file
+ * systems), so each record is one direct I/O that spans one block.  Its
+ * 32-byte trailer (nonce and tag) stays in memory, in a table indexed by
+ * slot.  The earlier layout put whole 4608-byte records in the file: every
+ * read then spanned two blocks, every write was unaligned, and a device
+ * with 4 KiB logical blocks could not take them direct (docs/store.md has
+ * the numbers).  There is no header and no index: the caller remembers
+ * which slot holds which page, and the key that makes the records readable
+ * dies with the process, so a file left by an earlier process is worthless
+ * and is truncated when it is opened again.
+ *
+ * Trailers.  A table of M_STORE_TRAILER bytes a slot, in chunks of
+ * FILE_TR_CHUNK slots mapped as the high mark reaches them (untouched pages
+ * of a chunk cost nothing), found through a directory of fixed size, so
+ * neither ever moves and I/O completions read them without the lock.  A
+ * write copies the record's trailer into the table when it is submitted, a
+ * read copies it back into the caller's record when it completes: the
+ * caller never has a read and a write of one slot in flight together, and
+ * a failed write leaves a slot that is freed, never read.  Nothing in the
+ * file can now pass for a trailer, so an older record put back in the file
+ * fails authentication as tampering would (seal.h; a redis store, which
+ * keeps whole records, still tells a replay).
  *
  * O_DIRECT.  The point of evicting a page is that it leaves RAM; a buffered
  * write would only move it into the page cache.  So the file is opened
- * O_DIRECT unless "?direct=0" is given.  4608 is a multiple of 512, so every
- * record is aligned for devices with 512-byte logical blocks; a probe write
- * at open (offset 4608, which is not 4 KiB-aligned) finds file systems or
- * devices that want more, and those, and file systems that refuse O_DIRECT
- * outright, fall back to buffered I/O with one log line.
+ * O_DIRECT unless "?direct=0" is given.  Records are 4096 bytes at 4096-byte
+ * offsets, aligned for devices with logical blocks up to 4 KiB; a probe
+ * write at open finds file systems or devices that want more, and those,
+ * and file systems that refuse O_DIRECT outright, fall back to buffered I/O
+ * with one log line.
  *
  * Queues.  Each queue is one io_uring with the file registered as a fixed
  * file.  submit() prepares one SQE per I/O and issues them with one
@@ -78,9 +96,15 @@
 #define RAMFS_MAGIC 0x858458f6UL
 #endif
 
-#define FILE_REC ((uint64_t)M_STORE_RECORD)
-/* Slots whose offset and end fit in off_t. */
-#define FILE_SLOT_LIMIT ((uint64_t)INT64_MAX / FILE_REC - 1)
+/* Bytes of a record in the file, and the file's stride. */
+#define FILE_REC ((uint64_t)M_STORE_DATA)
+/* The trailer table: chunks of 2^15 slots (1 MiB), a directory of 2^21
+ * chunks; 2^36 slots, 256 TiB of records, is the most a store can hold. */
+#define FILE_TR_SHIFT   15u
+#define FILE_TR_CHUNK   (1ull << FILE_TR_SHIFT)
+#define FILE_TR_DIR     (1ull << 21)
+#define FILE_SLOT_LIMIT (FILE_TR_DIR << FILE_TR_SHIFT)
+_Static_assert(FILE_SLOT_LIMIT < (uint64_t)INT64_MAX / FILE_REC, "slots fit in off_t");
 /* -EAGAIN/-EINTR completions retried per I/O before it is failed with EIO. */
 #define FILE_MAX_RETRIES 1000u
 /* CQEs taken from the ring per peek. */
@@ -122,6 +146,9 @@ struct file_store {
     uint64_t zeroed;       /* bytes below this were zero-filled (prefill) */
     _Atomic uint64_t next; /* high mark: slots >= next were never allocated */
     _Atomic uint64_t used; /* allocated slots */
+
+    _Atomic(uint8_t *) *trdir; /* FILE_TR_DIR chunk pointers (see "Trailers") */
+    _Atomic uint64_t trchunks; /* chunks mapped */
 
     _Atomic uint64_t reads, writes, bytes_read, bytes_written, errors, punches;
     _Atomic uint64_t punch_gen; /* bumps after each batch of holes punched */
@@ -178,6 +205,36 @@ struct file_opts {
 #define FILE_SLACK_DEFAULT   (64ull << 20)
 #define FILE_PREFILL_DEFAULT (1ull << 20)
 #define FILE_PREFILL_MAX     (64ull << 20)
+
+/* ---------------------------------------------------------------------------
+ * Trailers
+ * ------------------------------------------------------------------------- */
+
+/* The trailer of slot n; NULL if no slot of its chunk was ever allocated
+ * (a slot below the high mark always has one). */
+static inline uint8_t *file_tr(const struct file_store *fs, uint64_t n)
+{
+    uint8_t *chunk = atomic_load_explicit(&fs->trdir[n >> FILE_TR_SHIFT], memory_order_acquire);
+    return chunk ? chunk + (n & (FILE_TR_CHUNK - 1)) * M_STORE_TRAILER : NULL;
+}
+
+/* Map the chunk that holds slot n's trailer, if not yet.  Under fs->lock. */
+static int file_tr_grow(struct file_store *fs, uint64_t n)
+{
+    _Atomic(uint8_t *) *e = &fs->trdir[n >> FILE_TR_SHIFT];
+    if (atomic_load_explicit(e, memory_order_relaxed))
+        return 0;
+    void *c = mmap(NULL, FILE_TR_CHUNK * M_STORE_TRAILER, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (c == MAP_FAILED) {
+        m_error("store", "%s: cannot map memory for the trailers of slot %llu on: %s", fs->path,
+                (unsigned long long)n, strerror(errno));
+        return ENOMEM;
+    }
+    atomic_store_explicit(e, (uint8_t *)c, memory_order_release);
+    atomic_fetch_add_explicit(&fs->trchunks, 1, memory_order_relaxed);
+    return 0;
+}
 
 static int file_parse_bool(const char *uri, const char *key, const char *val, bool *out)
 {
@@ -349,27 +406,27 @@ static void file_setup_direct(struct file_store *fs)
     struct statx sx;
     if (statx(fs->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
         (sx.stx_mask & STATX_DIOALIGN) && sx.stx_dio_offset_align != 0) {
-        if (sx.stx_dio_offset_align <= 512 && sx.stx_dio_mem_align <= M_STORE_ALIGN)
+        if (sx.stx_dio_offset_align <= FILE_REC && sx.stx_dio_mem_align <= M_STORE_ALIGN)
             return;
         file_set_buffered(fs);
         m_warn("store",
-               "%s: O_DIRECT needs %u-byte alignment here, and records lie on 512-byte "
+               "%s: O_DIRECT needs %u-byte alignment here, and records lie on 4096-byte "
                "boundaries; using buffered I/O, so evicted pages may stay in the page cache",
                fs->path, sx.stx_dio_offset_align);
         return;
     }
     void *buf = NULL;
-    if (posix_memalign(&buf, M_STORE_ALIGN, M_STORE_RECORD) != 0)
+    if (posix_memalign(&buf, M_STORE_ALIGN, M_STORE_DATA) != 0)
         return; /* keep O_DIRECT; real I/O will tell */
-    memset(buf, 0, M_STORE_RECORD);
-    /* Offset 4608 is 512- but not 4096-aligned, like most slots. */
-    ssize_t w = pwrite(fs->fd, buf, M_STORE_RECORD, (off_t)FILE_REC);
+    memset(buf, 0, M_STORE_DATA);
+    /* A record's I/O: one block at a 4096-byte offset. */
+    ssize_t w = pwrite(fs->fd, buf, M_STORE_DATA, (off_t)FILE_REC);
     int err = w < 0 ? errno : 0;
     free(buf);
     if (w < 0 && err == EINVAL) {
         file_set_buffered(fs);
         m_warn("store",
-               "%s: O_DIRECT I/O at 512-byte alignment is refused (%s); using buffered I/O, so "
+               "%s: O_DIRECT I/O at 4096-byte alignment is refused (%s); using buffered I/O, so "
                "evicted pages may stay in the page cache",
                fs->path, strerror(err));
     } else if (w < 0) {
@@ -391,6 +448,13 @@ static void file_destroy(struct file_store *fs)
         close(fs->fd);
     }
     pthread_mutex_destroy(&fs->lock);
+    if (fs->trdir) {
+        /* chunks are mapped in slot order, from the first */
+        uint64_t nchunks = atomic_load(&fs->trchunks);
+        for (uint64_t i = 0; i < nchunks; i++)
+            munmap(atomic_load(&fs->trdir[i]), FILE_TR_CHUNK * M_STORE_TRAILER);
+        munmap(fs->trdir, FILE_TR_DIR * sizeof *fs->trdir);
+    }
     free(fs->map);
     free(fs->sum);
     free(fs->dirty);
@@ -458,6 +522,15 @@ static int file_open(const char *rest, struct m_store **out)
     fs->spin_ns = spin_us * 1000u;
 
     int rc;
+    void *trdir = mmap(NULL, FILE_TR_DIR * sizeof *fs->trdir, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (trdir == MAP_FAILED) {
+        rc = errno;
+        m_error("store", "cannot map the store's trailer directory: %s", strerror(rc));
+        free(path);
+        goto fail;
+    }
+    fs->trdir = trdir;
     if (path) {
         rc = file_open_path(fs, path, o.keep);
     } else {
@@ -660,6 +733,8 @@ static int file_slot_alloc(struct m_store *s, uint64_t *slot)
             goto out;
         }
         rc = file_map_grow(fs, next);
+        if (!rc)
+            rc = file_tr_grow(fs, next);
         if (rc)
             goto out;
         n = next;
@@ -827,6 +902,9 @@ static void file_slot_free(struct m_store *s, uint64_t slot)
         return;
     }
     file_map_clear(fs, slot);
+    /* nothing of the record is left to read: its blocks go now or later,
+     * its trailer now */
+    memset(file_tr(fs, slot), 0, M_STORE_TRAILER);
     if (slot < fs->hint)
         fs->hint = slot;
     atomic_store_explicit(&fs->used, atomic_load_explicit(&fs->used, memory_order_relaxed) - 1,
@@ -937,7 +1015,7 @@ static void file_prep(struct file_queue *q, struct file_req *r)
     }
     struct m_store_io *io = r->io;
     char *buf = (char *)io->buf + r->done;
-    unsigned len = M_STORE_RECORD - r->done;
+    unsigned len = M_STORE_DATA - r->done;
     uint64_t off = io->slot * FILE_REC + r->done;
     int fd = q->fixed ? 0 : fs->fd;
     if (io->op == M_STORE_READ)
@@ -980,6 +1058,9 @@ static int file_submit(struct m_store_queue *bq, struct m_store_io *const *ios, 
             why = "has a buffer not aligned to M_STORE_ALIGN";
         else if (io->slot >= FILE_SLOT_LIMIT)
             why = "has a slot out of range";
+        else if (io->op == M_STORE_WRITE &&
+                 io->slot >= atomic_load_explicit(&fs->next, memory_order_acquire))
+            why = "writes a slot that was never allocated";
         if (why) {
             m_error("store", "submit to %s: I/O %zu of %zu %s; nothing submitted", fs->path, i, n,
                     why);
@@ -993,6 +1074,9 @@ static int file_submit(struct m_store_queue *bq, struct m_store_io *const *ios, 
         r->retries = 0;
         r->punched = false;
         r->io->result = 0;
+        if (r->io->op == M_STORE_WRITE)
+            memcpy(file_tr(fs, r->io->slot), (const char *)r->io->buf + M_STORE_DATA,
+                   M_STORE_TRAILER);
         file_prep(q, r);
     }
     (void)file_flush(q);
@@ -1032,7 +1116,7 @@ static bool file_complete(struct file_queue *q, struct file_req *r, int res)
         err = EIO;
     } else {
         r->done += (uint32_t)res;
-        if (r->done < M_STORE_RECORD) {
+        if (r->done < M_STORE_DATA) {
             file_prep(q, r);
             return false;
         }
@@ -1042,6 +1126,12 @@ static bool file_complete(struct file_queue *q, struct file_req *r, int res)
         atomic_fetch_add_explicit(&fs->errors, 1, memory_order_relaxed);
         file_log_error_once(fs, io->op == M_STORE_READ ? "read" : "write", io->slot, err);
     } else if (io->op == M_STORE_READ) {
+        /* a slot never allocated reads as a hole would */
+        const uint8_t *tr = file_tr(fs, io->slot);
+        if (tr)
+            memcpy((char *)io->buf + M_STORE_DATA, tr, M_STORE_TRAILER);
+        else
+            memset((char *)io->buf + M_STORE_DATA, 0, M_STORE_TRAILER);
         atomic_fetch_add_explicit(&fs->reads, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&fs->bytes_read, M_STORE_RECORD, memory_order_relaxed);
     } else {
@@ -1153,6 +1243,7 @@ static void file_stats(struct m_store *s, struct m_store_stats *out)
     out->bytes_read = atomic_load_explicit(&fs->bytes_read, memory_order_relaxed);
     out->bytes_written = atomic_load_explicit(&fs->bytes_written, memory_order_relaxed);
     out->errors = atomic_load_explicit(&fs->errors, memory_order_relaxed);
+    out->meta_bytes = out->slots_high * M_STORE_TRAILER;
 }
 
 static const char *file_describe(struct m_store *s)

@@ -20,12 +20,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A record: 4096 bytes of ciphertext followed by a 512-byte trailer (nonce,
- * tag and identity of the sealed page; see seal.h).  4608 is a multiple of
- * 512, so records can be read and written with O_DIRECT on devices with
- * 512-byte logical blocks. */
-#define M_STORE_RECORD 4608u
-#define M_STORE_ALIGN  4096u /* buffers passed to the store are aligned to this */
+/* A record: 4096 bytes of ciphertext followed by a 32-byte trailer (nonce,
+ * tag and the low bits of the sealed version; see seal.h).  Every store
+ * gives back the whole record it was given.  The file store keeps the
+ * ciphertext in the file, one 4096-byte block a slot, so every read and
+ * write is one aligned block, and the trailers in memory (32 bytes an
+ * evicted page, 1/128 of the store; docs/store.md). */
+#define M_STORE_DATA    4096u
+#define M_STORE_TRAILER 32u
+#define M_STORE_RECORD  (M_STORE_DATA + M_STORE_TRAILER)
+#define M_STORE_ALIGN   4096u /* buffers passed to the store are aligned to this */
 
 enum m_store_op { M_STORE_READ = 1, M_STORE_WRITE = 2 };
 
@@ -49,6 +53,7 @@ struct m_store_stats {
     uint64_t reads, writes;
     uint64_t bytes_read, bytes_written;
     uint64_t errors;
+    uint64_t meta_bytes; /* memory the store keeps for its records (file: the trailers) */
 };
 
 /* Backend operations; the file backend is one implementation. */
