@@ -20,7 +20,11 @@
 # of every run goes through a FIFO into md5sum (outside the cgroup, so the
 # output's page cache is not charged to the limited program) and must be the
 # same in all modes.  A program the kernel OOM-kills (oom_kill in the
-# cgroup's events) is recorded as such, not a failure of the script.
+# cgroup's events) is recorded as such, not a failure of the script, and run
+# again at once in a cgroup with a higher limit (budget x 5/4, then x 3/2,
+# then x 2) until it completes: where every run at the budget was killed, the
+# ratio is taken against that kernel with more memory than moat had, and
+# shown as an upper bound ("<= R"): a kernel with more memory is no slower.
 #
 # Usage (root for the kernel mode): bench/programs.sh BUILD_DIR [RUNS]
 #   RUNS default 3.  Environment: PROGRAMS="python sqlite3 xz sort threads",
@@ -341,11 +345,15 @@ vmstat() { awk -v k="$1" '$1 == k { print $2 }' /proc/vmstat; }
 # --- one run --------------------------------------------------------------------
 # R[prog.mode] = the times (s) of the runs that completed; SUM = output md5s;
 # FAIL = notes on runs that did not; plus per-run numbers for the details.
-declare -A R SUMS FAIL MSTAT KSTAT RSS
+declare -A R SUMS FAIL MSTAT KSTAT RSS KRAISED
 mkfifo "$W/fifo"
-run_one() { # PROG MODE RUN
+run_one() { # PROG MODE RUN [LIMIT_BYTES: kernel mode with a raised limit]
     local p=$1 mode=$2 i=$3 pre=() budget
     budget=$(to_bytes "${BUDGET[$p]}")
+    local key=$p.$mode
+    if [ -n "${4:-}" ]; then
+        budget=$4 key=$p.kraised
+    fi
     local js=$W/$p.$mode.$i.json err=$W/$p.$mode.$i.err
     local -a cmd
     IFS='|' read -ra cmd <<<"${CMD[$p]}"
@@ -360,7 +368,7 @@ run_one() { # PROG MODE RUN
             return 0
         fi
         new_cgroup "$p" "$i" "$budget" || {
-            FAIL[$p.$mode]+="cannot make cgroup; "
+            FAIL[$key]+="cannot make cgroup; "
             rm_cgroup
             return 0
         }
@@ -391,11 +399,20 @@ run_one() { # PROG MODE RUN
         extra="pswpin $(($(vmstat pswpin) - in0)) pswpout $(($(vmstat pswpout) - out0)) cgroup peak $((peak >> 20)) MiB oom_kill ${oom:-?}"
         rm_cgroup
         if [ "${oom:-0}" -gt 0 ]; then
-            FAIL[$p.$mode]+="OOM-killed; "
-            echo "$p $mode run $i: OOM-killed by the kernel after $dt s (rc $rc); $extra" | tee -a "$log"
+            FAIL[$key]+="OOM-killed; "
+            echo "$p $mode run $i: OOM-killed by the kernel at $((budget >> 20)) MiB after $dt s (rc $rc); $extra" | tee -a "$log"
+            # again with more memory: x 5/4, x 3/2, x 2 the budget
+            local base step
+            base=$(to_bytes "${BUDGET[$p]}")
+            for step in 5 6 8; do
+                [ $((base * step / 4)) -gt "$budget" ] || continue
+                run_one "$p" kernel "$i" $((base * step / 4))
+                return 0
+            done
             return 0
         fi
-        [ $rc -ne 0 ] || KSTAT[$p]+="$(($(vmstat pswpin) - in0)) $(($(vmstat pswpout) - out0)) $((peak >> 20))"$'\n'
+        [ $rc -ne 0 ] || [ "$key" != "$p.kernel" ] || KSTAT[$p]+="$(($(vmstat pswpin) - in0)) $(($(vmstat pswpout) - out0)) $((peak >> 20))"$'\n'
+        [ $rc -ne 0 ] || [ "$key" = "$p.kernel" ] || KRAISED[$p]+="$((budget >> 20)) "
     fi
     if [ $mode = big ] || [ $mode = small ]; then
         [ -f "$js" ] && extra=$(python3 - "$js" <<'PY'
@@ -415,15 +432,15 @@ PY
         RSS[$p]=$(tail -1 "$W/rss")
         rm -f "$W/rss"
     fi
-    echo "$p $mode run $i: $dt s, rc $rc, md5 $sum${extra:+; $extra}" >>"$log"
+    echo "$p $mode run $i${4:+ (limit $((budget >> 20)) MiB)}: $dt s, rc $rc, md5 $sum${extra:+; $extra}" >>"$log"
     if [ $rc -ne 0 ]; then
-        case $rc in 124 | 137) FAIL[$p.$mode]+="timed out (${TIMEOUT}s); " ;; *) FAIL[$p.$mode]+="exit $rc; " ;; esac
+        case $rc in 124 | 137) FAIL[$key]+="timed out (${TIMEOUT}s); " ;; *) FAIL[$key]+="exit $rc; " ;; esac
         echo "  stderr: $(tail -c 400 "$err" | tr '\n' ' ')" >>"$log"
         return 0
     fi
-    R[$p.$mode]+="$dt "
+    R[$key]+="$dt "
     SUMS[$p]+="$mode:$sum "
-    printf '  %-8s %-6s run %d: %7.2f s\n' "$p" "$mode" "$i" "$dt"
+    printf '  %-8s %-6s run %d: %7.2f s%s\n' "$p" "$mode" "$i" "$dt" "${4:+ (limit $((budget >> 20)) MiB)}"
 }
 
 machine="$(nproc) cpus, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), Linux $(uname -r), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
@@ -484,8 +501,16 @@ cell() { # the median of the runs that completed; "(N of RUNS OOM-killed)"
         rss=${RSS[$p]:+$((RSS[$p] >> 10)) MiB}
         mp=${RSS[$p.big]:+$((RSS[$p.big] >> 8)) MiB}
         kcell=$(cell "$p.kernel")
+        kr=$(ratio "$sm" "$kn")
+        if [ -n "${KRAISED[$p]:-}" ]; then
+            # the runs the kernel completed only with a raised limit
+            kraised_s=$(median <<<"${R[$p.kraised]:-}")
+            kcell+="; with more memory ($(tr ' ' '\n' <<<"${KRAISED[$p]}" | sort -nu | grep . | tr '\n' '/' | sed 's|/$||') MiB): $kraised_s"
+            # a kernel with more memory is no slower: an upper bound
+            [ -n "$kn" ] || kr="<= $(ratio "$sm" "$kraised_s") (kernel with more memory)"
+        fi
         [ -n "$KNOTE" ] && kcell="skipped"
-        echo "| $p | ${rss:--} | ${mp:--} | ${BUDGET[$p]} | $(cell "$p.plain") | $(cell "$p.big") | $(cell "$p.small") | $kcell | $(ratio "$sm" "$kn") | $(ratio "$bg" "$pl") | $same |"
+        echo "| $p | ${rss:--} | ${mp:--} | ${BUDGET[$p]} | $(cell "$p.plain") | $(cell "$p.big") | $(cell "$p.small") | $kcell | $kr | $(ratio "$bg" "$pl") | $same |"
     done
     echo
     echo "moat small (medians of the runs): page-ins, pages sealed and written, clean drops, faults, seconds in faults; kernel: pages swapped in/out (/proc/vmstat), cgroup peak"
