@@ -50,7 +50,9 @@
  * READONLY, make the I/Os concerned wait and retry with exponential backoff
  * (10 ms doubling to 500 ms) and a refresh of the slot map, which is how a
  * failover is followed; after retry_timeout ms an I/O fails with ETIMEDOUT
- * and a log line naming the node, the key and the last cause.  With
+ * and a log line naming the node, the key and the last cause.  A node
+ * unreachable for a whole retry_timeout counts as dead: an I/O that fails
+ * there gives up at once, until a connection to it succeeds again.  With
  * retry_timeout=0 an I/O fails at once with the cause itself: ECONNRESET
  * (connection lost), ECONNREFUSED, ETIMEDOUT, ENETDOWN (CLUSTERDOWN).
  * Never retried: EACCES (authentication), ENOSPC (OOM), EIO (a missing key
@@ -174,8 +176,9 @@ struct cl_node {
     /* Under store->lock. */
     long long fence_ids[CL_FENCE_MAX]; /* CLIENT IDs of failed connections, a ring */
     uint64_t nfence;
-    _Atomic bool failed;       /* a connection failed and none succeeded since */
-    _Atomic int replicas_seen; /* live replicas in the last CLUSTER NODES; -1 unknown */
+    _Atomic bool failed;           /* a connection failed and none succeeded since */
+    _Atomic int64_t down_since_ns; /* when `failed` was last set from clear (0: up) */
+    _Atomic int replicas_seen;     /* live replicas in the last CLUSTER NODES; -1 unknown */
     _Atomic uint64_t reads, writes, bytes_read, bytes_written, round_trips, commands, retries,
         moved, asks, conn_failures, wait_failures, failovers;
 };
@@ -264,6 +267,20 @@ static int64_t cl_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Node nd failed (a connection broke or could not be made) / answered. */
+static void cl_node_down(struct cl_node *nd)
+{
+    atomic_store(&nd->failed, true);
+    int64_t up = 0;
+    atomic_compare_exchange_strong(&nd->down_since_ns, &up, cl_now_ns());
+}
+
+static void cl_node_up(struct cl_node *nd)
+{
+    atomic_store(&nd->failed, false);
+    atomic_store(&nd->down_since_ns, 0);
 }
 
 static struct timeval cl_tv(int ms)
@@ -732,7 +749,7 @@ static int cl_refresh_from(struct cl_store *cs, int i, bool quiet)
                    cs->name, cs->nodes[k].addr, (unsigned long long)lost[k]);
         }
     }
-    atomic_store(&cs->nodes[i].failed, false); /* it answered */
+    cl_node_up(&cs->nodes[i]); /* it answered */
     return 0;
 }
 
@@ -773,7 +790,7 @@ static int cl_refresh_single(struct cl_store *cs, bool quiet)
     if (c)
         redisFree(c);
     if (!err)
-        atomic_store(&cs->nodes[0].failed, false);
+        cl_node_up(&cs->nodes[0]);
     return err;
 }
 
@@ -1024,7 +1041,16 @@ static void cl_retry_or_fail(struct cl_store *cs, struct cl_queue *q, struct cl_
     const char *where = node >= 0 ? cs->nodes[node].addr : "(no primary)";
     if (cl_retryable(err)) {
         atomic_store(&cs->refresh_wanted, true);
-        if (cs->retry_timeout_ms > 0 && now < req.deadline_ns) {
+        /* A node unreachable for a whole retry timeout is taken for dead:
+         * an I/O that fails there gives up at once instead of waiting out
+         * a timeout of its own (with a dead server, page-ins would
+         * otherwise come back one per retry timeout); the node's first
+         * successful connection ends that. */
+        int64_t deadline = req.deadline_ns;
+        int64_t since = node >= 0 ? atomic_load(&cs->nodes[node].down_since_ns) : 0;
+        if (since && since + (int64_t)cs->retry_timeout_ms * 1000000 < deadline)
+            deadline = since + (int64_t)cs->retry_timeout_ms * 1000000;
+        if (cs->retry_timeout_ms > 0 && now < deadline) {
             unsigned shift = req.attempts < 6 ? req.attempts : 6;
             int64_t ms = (int64_t)CL_BACKOFF_MIN_MS << shift;
             if (ms > CL_BACKOFF_MAX_MS)
@@ -1076,7 +1102,7 @@ static void cl_conn_fail(struct cl_store *cs, struct cl_queue *q, int i, int err
                 nd->addr, cn->count + cn->nheld, cn->c && cn->c->errstr[0] ? cn->c->errstr : "-",
                 strerror(err), cl_err_hint(err));
     CL_INC(nd->conn_failures);
-    atomic_store(&nd->failed, true);
+    cl_node_down(nd);
     atomic_store(&cs->refresh_wanted, true);
     if (cn->c) {
         redisFree(cn->c);
@@ -1117,12 +1143,12 @@ static int cl_conn_ready(struct cl_store *cs, struct cl_queue *q, int i)
             return cn->down_err;
         int err = cl_connect(cs, i, &cn->c, &cn->client_id, true);
         if (!err)
-            atomic_store(&nd->failed, false);
+            cl_node_up(nd);
         if (err) {
             cl_log_once(cs, err, "cannot connect to node %s: %s %s", nd->addr, strerror(err),
                         cl_err_hint(err));
             CL_INC(nd->conn_failures);
-            atomic_store(&nd->failed, true);
+            cl_node_down(nd);
             atomic_store(&cs->refresh_wanted, true);
             cn->down_until_ns = now + CL_BACKOFF_MIN_MS * 1000000LL;
             cn->down_err = err;
