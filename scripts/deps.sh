@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(cmake ninja-build gcc clang pkg-config libssl-dev openssl liburing-dev libhiredis-dev
       libjansson-dev libcmocka-dev redis-server redis-tools gnuplot-nox libmimalloc-dev
-      libjemalloc-dev libclang-rt-14-dev python3 sqlite3 xz-utils coreutils util-linux)
+      libjemalloc-dev libclang-rt-14-dev python3 sqlite3 xz-utils coreutils util-linux
+      e2fsprogs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

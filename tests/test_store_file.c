@@ -1,12 +1,12 @@
 /*
  * test_store_file.c - the file store on real files: record round trips in
  * O_DIRECT and buffered mode, slot reuse and hole punching, four threads with
- * a queue each, queue-depth limits, URI errors, the size cap, and a 1 MiB
- * tmpfs filled until ENOSPC.
+ * a queue each, queue-depth limits, URI errors, the size cap, a 1 MiB
+ * tmpfs filled until ENOSPC, and O_DIRECT on a device with 4 KiB sectors.
  *
  * Files go to $MOAT_TEST_TMP (or /tmp); O_DIRECT and buffered mode are both
- * run explicitly, whatever file system that is.  The tmpfs and ramfs tests
- * mount file systems and need root; without it they skip, and the program
+ * run explicitly, whatever file system that is.  The tmpfs, ramfs and
+ * loop-device tests mount file systems and need root; without it they skip, and the program
  * then exits 77 after the other tests pass, saying which tests did not run.
  */
 #include <stdarg.h>
@@ -1275,6 +1275,89 @@ static void test_ramfs_fallback(void **state)
     unmount_scratch(dir);
 }
 
+/* A device with 4 KiB logical sectors (a loop device made with
+ * `losetup --sector-size 4096`, ext4 on it): records are one aligned block
+ * each, so the store stays O_DIRECT there (4608-byte records at 4608-byte
+ * offsets, the layout before, were refused and fell back to buffered I/O).
+ * Needs root, losetup and mkfs.ext4; skips without them. */
+static bool sh(const char *cmd, char *out, size_t outlen)
+{
+    FILE *f = popen(cmd, "r");
+    if (!f)
+        return false;
+    size_t n = out ? fread(out, 1, outlen - 1, f) : 0;
+    if (out) {
+        out[n] = '\0';
+        out[strcspn(out, "\n")] = '\0';
+    }
+    return pclose(f) == 0;
+}
+
+static void test_4k_sectors_direct(void **state)
+{
+    (void)state;
+    char img[512], dev[64], dir[512], cmd[1200];
+    snprintf(img, sizeof img, "%s/moat-4k-%d.img", test_dir(), (int)getpid());
+    snprintf(cmd, sizeof cmd,
+             "truncate -s 64M %s && losetup --sector-size 4096 -f --show %s 2>/dev/null", img, img);
+    if (!sh(cmd, dev, sizeof dev) || strncmp(dev, "/dev/loop", 9) != 0) {
+        fprintf(stderr, "SKIP: cannot make a loop device with 4096-byte sectors (needs root and "
+                        "losetup)\n");
+        unlink(img);
+        skipped_any = true;
+        skip();
+        return;
+    }
+    snprintf(dir, sizeof dir, "%s/moat-4k-XXXXXX", test_dir());
+    assert_non_null(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd, "mkfs.ext4 -q %s 2>&1", dev);
+    char why[256];
+    bool made = sh(cmd, why, sizeof why);
+    if (!made || mount(dev, dir, "ext4", 0, NULL) != 0) {
+        fprintf(stderr, "SKIP: cannot make or mount ext4 on %s (%s)\n", dev,
+                made ? strerror(errno) : why);
+        snprintf(cmd, sizeof cmd, "losetup -d %s", dev);
+        (void)sh(cmd, NULL, 0);
+        rmdir(dir);
+        unlink(img);
+        skipped_any = true;
+        skip();
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "cat /sys/block/%s/queue/logical_block_size", dev + 5);
+    char lbs[32];
+    assert_true(sh(cmd, lbs, sizeof lbs));
+    assert_string_equal(lbs, "4096");
+
+    struct m_store *s = store_open_fmt("file:%s?direct=1", dir);
+    int flags = fd_flags_of(m_store_describe(s));
+    assert_true(flags >= 0);
+    assert_true(flags & O_DIRECT);
+    struct m_store_queue *q;
+    assert_int_equal(m_store_queue_new(s, 16, &q), 0);
+    void *buf = rec_new();
+    for (uint64_t i = 0; i < 64; i++) {
+        uint64_t slot;
+        assert_int_equal(m_store_slot_alloc(s, &slot), 0);
+        rec_fill(buf, slot, 1);
+        assert_int_equal(rec_io(q, M_STORE_WRITE, slot, buf), 0);
+    }
+    for (uint64_t slot = 0; slot < 64; slot++) {
+        assert_int_equal(rec_io(q, M_STORE_READ, slot, buf), 0);
+        assert_true(rec_check(buf, slot, 1));
+    }
+    struct m_store_stats st;
+    m_store_stats(s, &st);
+    assert_int_equal(st.errors, 0);
+    free(buf);
+    m_store_queue_free(q);
+    m_store_close(s);
+    unmount_scratch(dir);
+    snprintf(cmd, sizeof cmd, "losetup -d %s", dev);
+    assert_true(sh(cmd, NULL, 0));
+    unlink(img);
+}
+
 int main(void)
 {
     /* Mounts made by the tests vanish with the process even if a test fails
@@ -1302,6 +1385,7 @@ int main(void)
         cmocka_unit_test(test_tiny_fs_buffered),
         cmocka_unit_test(test_tiny_fs_punch_every_free),
         cmocka_unit_test(test_ramfs_fallback),
+        cmocka_unit_test(test_4k_sectors_direct),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     if (failed)
