@@ -314,6 +314,12 @@ struct moat_stats {
      * of resident pages are invisible, and this is how moat sees pages that
      * are read a lot (MOAT_REFAULT; part of faults_pagein). */
     uint64_t pagein_refault_hot;
+
+    /* Memory the store keeps for the records it holds, outside the budget:
+     * the file store's trailers (nonce and tag, 32 bytes a slot of the
+     * file, 1/128 of it); 0 for the Redis stores, whose records are whole
+     * on the servers. */
+    uint64_t store_meta_bytes;
 };
 
 /* moat_stats - a consistent-enough snapshot of the counters (each read

@@ -78,6 +78,16 @@ if [ "$ev" -gt 0 ] && [ "$budget" -eq 8192 ] && [ "$peak" -le "$budget" ] && [ "
 else
     bad "python statistics: evictions_written=$ev peak_resident=$peak budget=$budget peak_committed=$pc"
 fi
+# the file store's trailers: 32 bytes a slot of the file, at least one per
+# page evicted now, reported in the JSON and the summary
+meta=$(json_num "$T/py.json" store_meta_bytes 2>/dev/null || echo 0)
+evnow=$(json_num "$T/py.json" evicted_pages 2>/dev/null || echo 0)
+if [ "$meta" -gt 0 ] && [ $((meta % 32)) -eq 0 ] && [ "$meta" -ge $((evnow * 32)) ] &&
+    grep -q "of record trailers kept in memory" "$T/py.err"; then
+    ok "python: $meta bytes of store trailers in memory ($evnow pages evicted at exit), in the summary"
+else
+    bad "store_meta_bytes=$meta with $evnow pages evicted, or no trailer line in the summary"
+fi
 if grep -q "far too small" "$T/py.err"; then
     bad "python under 32M pages usefully, yet got the thrash warning: $(grep warning "$T/py.err")"
 else

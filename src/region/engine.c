@@ -618,6 +618,11 @@ int m_engine_stats(struct moat_stats *out, bool often)
     out->tracking = atomic_load(&m_engine.tracking);
     m_fault_batch_stats(&out->pagein_batches, &out->pagein_batched_faults, &out->pagein_readahead);
     out->pagein_refault_hot = m_reclaim_refaults_hot();
+    if (m_engine.store) {
+        struct m_store_stats ss;
+        m_store_stats(m_engine.store, &ss);
+        out->store_meta_bytes = ss.meta_bytes;
+    }
     if (!out->tracking) {
         uint64_t res = 0, com = 0;
         engine_untracked_sample(&res, &com, often);
@@ -687,6 +692,9 @@ void moat_stats_print(int fd)
             m_size_format(s.store_bytes_written, b1, sizeof b1),
             m_size_format(s.store_bytes_read, b2, sizeof b2), (unsigned long long)s.store_errors,
             (unsigned long long)s.integrity_failures);
+    if (s.store_meta_bytes)
+        dprintf(fd, "  store metadata  %s in memory (the records' trailers)\n",
+                m_size_format(s.store_meta_bytes, b1, sizeof b1));
     dprintf(fd, "  time            %.3f s in faults, %.3f s in reclaim\n", (double)s.fault_ns / 1e9,
             (double)s.reclaim_ns / 1e9);
     struct m_store_cluster_stats cs;

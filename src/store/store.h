@@ -162,6 +162,7 @@ int m_store_rw(struct m_store_queue *q, struct m_store_io *const *ios, size_t n)
 
 static inline void m_store_stats(struct m_store *s, struct m_store_stats *out)
 {
+    *out = (struct m_store_stats){0};
     s->ops->stats(s, out);
 }
 static inline const char *m_store_describe(struct m_store *s)

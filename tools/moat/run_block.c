@@ -232,6 +232,9 @@ void m_run_summary(FILE *f, const struct m_stats_block *b, int sig)
             evicted, s->evictions_written, s->evictions_clean, s->faults_pagein,
             m_size_format((size_t)s->store_bytes_written, b1, sizeof b1),
             m_size_format((size_t)s->store_bytes_read, b4, sizeof b4));
+    if (s->store_meta_bytes)
+        fprintf(f, "moat: store: %s of record trailers kept in memory, outside the budget\n",
+                m_size_format((size_t)s->store_meta_bytes, b1, sizeof b1));
     fprintf(f,
             "moat: faults %" PRIu64 " (first touch %" PRIu64 ", page-in %" PRIu64
             ", write-protect %" PRIu64 "), %.3f s in faults, %.3f s evicting\n",
@@ -355,6 +358,7 @@ void m_run_json(FILE *f, const struct m_stats_block *b, int status)
     J(pagein_batched_faults);
     J(pagein_readahead);
     J(pagein_refault_hot);
+    J(store_meta_bytes);
 #undef J
 #define A(field) fprintf(f, "  \"" #field "\": %" PRIu64 ",\n", b->field)
     A(threads_live);
