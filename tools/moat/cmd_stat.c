@@ -68,6 +68,9 @@ static void stat_print(FILE *f, const struct m_stats_block *b)
             m_size_format((size_t)s->store_bytes_written, b1, sizeof b1),
             m_size_format((size_t)s->store_bytes_read, b4, sizeof b4), s->store_errors,
             s->integrity_failures);
+    if (s->store_meta_bytes)
+        fprintf(f, "  store meta    %12s   of record trailers in memory, outside the budget\n",
+                m_size_format((size_t)s->store_meta_bytes, b1, sizeof b1));
     fprintf(f, "  time          %10.3f s in faults, %.3f s evicting\n", (double)s->fault_ns / 1e9,
             (double)s->reclaim_ns / 1e9);
 }
