@@ -72,10 +72,15 @@ enum { M_SAMPLE_BY_AUTO = 0, M_SAMPLE_BY_HASH = 1, M_SAMPLE_BY_WP = 2 };
 #define M_PF_PROT_SHIFT 12 /* 3 bits: MOAT_PROT_* of a committed page */
 #define M_PF_PROT_MASK  (0x7u << M_PF_PROT_SHIFT)
 /* an EVICTED page's eviction time: 1 + (evictions / (budget/64)) modulo
- * 2^14 - 1 (budget.c, "Refaults"); zero in every other state */
+ * 2^14 - 1 (budget.c, "Refaults"); in a RESIDENT page the same bits hold
+ * M_PF_REFILL (its low two); zero in every other state */
 #define M_PF_STAMP_SHIFT 18
 #define M_PF_STAMP_BITS  14u
 #define M_PF_STAMP_MASK  (((1u << M_PF_STAMP_BITS) - 1) << M_PF_STAMP_SHIFT)
+/* a RESIDENT page paged in soon after its eviction: how many more times
+ * its hot laps are refilled when they run out (budget.c, "Refaults") */
+#define M_PF_REFILL_SHIFT M_PF_STAMP_SHIFT
+#define M_PF_REFILL_MASK  (3u << M_PF_REFILL_SHIFT)
 
 struct m_page {
     _Atomic uint32_t flags;
