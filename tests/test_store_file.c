@@ -1257,12 +1257,7 @@ static void test_ramfs_fallback(void **state)
     struct m_store_queue *q;
     assert_int_equal(m_store_queue_new(s, 4, &q), 0);
     void *buf = rec_new();
-    for (uint64_t i = 0; i < 4; i++) {
-        uint64_t slot;
-        assert_int_equal(m_store_slot_alloc(s, &slot), 0);
-        rec_fill(buf, slot, 1);
-        assert_int_equal(rec_io(q, M_STORE_WRITE, slot, buf), 0);
-    }
+    write_first(s, q, 4);
     m_store_slot_free(s, 1);
     m_store_slot_free(s, 2);
     for (uint64_t slot = 0; slot < 4; slot += 3) {
@@ -1336,12 +1331,7 @@ static void test_4k_sectors_direct(void **state)
     struct m_store_queue *q;
     assert_int_equal(m_store_queue_new(s, 16, &q), 0);
     void *buf = rec_new();
-    for (uint64_t i = 0; i < 64; i++) {
-        uint64_t slot;
-        assert_int_equal(m_store_slot_alloc(s, &slot), 0);
-        rec_fill(buf, slot, 1);
-        assert_int_equal(rec_io(q, M_STORE_WRITE, slot, buf), 0);
-    }
+    write_first(s, q, 64);
     for (uint64_t slot = 0; slot < 64; slot++) {
         assert_int_equal(rec_io(q, M_STORE_READ, slot, buf), 0);
         assert_true(rec_check(buf, slot, 1));
