@@ -2,8 +2,8 @@
 # bench.sh - build moat in Release and run the core benchmarks of bench/,
 # then print one summary table with the ratios against their baselines.
 #
-# Usage: scripts/bench.sh [NAME...]     NAME: seal lru firsttouch pagein swap redis
-#                                       programs (default: all of them)
+# Usage: scripts/bench.sh [NAME...]     NAME: seal lru tlb firsttouch pagein swap
+#                                       redis programs (default: all of them)
 # Environment: BUILD_DIR (default <repo>/build-bench), SIZE=256M BUDGET=64M
 #   RUNS=3 (page-in runs, and runs of each real program), TIMEOUT=300
 #   (seconds allowed to each program; bench/programs.sh as a whole gets
@@ -26,7 +26,7 @@ TIMEOUT=${TIMEOUT:-300}
 export SIZE BUDGET RUNS
 out=$BUILD_DIR/bench-results
 want=("$@")
-[ ${#want[@]} -gt 0 ] || want=(seal lru firsttouch pagein swap redis programs)
+[ ${#want[@]} -gt 0 ] || want=(seal lru tlb firsttouch pagein swap redis programs)
 wanted() {
     local w
     for w in "${want[@]}"; do [ "$w" = "$1" ] && return 0; done
@@ -58,7 +58,7 @@ echo "== building in $BUILD_DIR (Release)"
 cmake -S "$root" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >"$out/build.log" 2>&1 ||
     { cat "$out/build.log"; echo "bench.sh: cmake failed" >&2; exit 1; }
 # -k 0: one program that fails to link must not stop the others.
-ninja -C "$BUILD_DIR" -k 0 seal lru_sim firsttouch pagein pagein_plain redis_pagein moat moat_preload >>"$out/build.log" 2>&1 ||
+ninja -C "$BUILD_DIR" -k 0 seal lru_sim tlb_cost firsttouch pagein pagein_plain redis_pagein moat moat_preload >>"$out/build.log" 2>&1 ||
     echo "bench.sh: some benchmark programs did not build (see $out/build.log)"
 bin=$BUILD_DIR/bench
 
@@ -116,6 +116,7 @@ runs_done() { grep -c '^run [0-9]*: populate' "$out/$1.txt" 2>/dev/null || echo 
 
 wanted seal && run seal "$bin/seal"
 wanted lru && run lru_sim "$bin/lru_sim"
+wanted tlb && run tlb_cost "$bin/tlb_cost"
 # moat's default store is a file in $TMPDIR: keep it in a folder of our own,
 # removed at the end, so a benchmark killed by the timeout leaves nothing.
 export TMPDIR=$out/tmp
@@ -193,6 +194,19 @@ st() { echo "${status[$1]:-not run}"; }
     for pol in moat moat+rearm CLOCK-W SFIFO CLOCK FIFO OPT; do
         v=$(result lru_sim "$pol")
         echo "| eviction policy $pol: misses, mean over traces x budgets | exact LRU | 1.000 | $(num "$v" 3) | $(num "$v" 3) | - | $(st lru_sim) |"
+    done
+    # What one page-table change costs while another thread of the process
+    # runs on another CPU (a TLB shootdown): a fact of the machine, no target.
+    for op in wp unwp zap zapv; do
+        a=$(result tlb_cost ${op}_ns)
+        w=$(result tlb_cost ${op}_sibling_ns)
+        case $op in
+        wp) label="write-protect one page (UFFDIO_WRITEPROTECT), ns" ;;
+        unwp) label="lift a page's write-protection, ns" ;;
+        zap) label="MADV_DONTNEED of one page, ns" ;;
+        zapv) label="MADV_DONTNEED of 32 pages in one process_madvise, ns per page" ;;
+        esac
+        echo "| $label | no other thread running | $(num "$a" 0) | $(num "$w" 0) (sibling thread running) | $(ratio "$w" "$a") | - | $(st tlb_cost) |"
     done
     if [ -f "$out/redis_pagein.txt" ]; then
         echo
