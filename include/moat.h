@@ -320,6 +320,18 @@ struct moat_stats {
      * file, 1/128 of it); 0 for the Redis stores, whose records are whole
      * on the servers. */
     uint64_t store_meta_bytes;
+
+    /* Page-table changes that end in a TLB flush of every other CPU running
+     * a thread of the program (a shootdown: ~14 us to the caller and ~8 us
+     * to each CPU interrupted, in a virtual machine; docs/lru.md).
+     * wp_calls: UFFDIO_WRITEPROTECT calls that set or lifted write
+     * protection (write sampling, the protection before a page is sealed,
+     * the end of a write-protect fault), one range each.  zap_calls:
+     * system calls that dropped frames (MADV_DONTNEED for evictions,
+     * uncommit and dealloc; one process_madvise takes a whole reclaim
+     * batch where the kernel allows). */
+    uint64_t wp_calls;
+    uint64_t zap_calls;
 };
 
 /* moat_stats - a consistent-enough snapshot of the counters (each read

@@ -88,6 +88,17 @@ if [ "$meta" -gt 0 ] && [ $((meta % 32)) -eq 0 ] && [ "$meta" -ge $((evnow * 32)
 else
     bad "store_meta_bytes=$meta with $evnow pages evicted, or no trailer line in the summary"
 fi
+# the page-table changes (TLB shootdowns) are counted: a write-protection
+# before each written page is sealed (fewer calls than pages: runs), a zap
+# per reclaim batch
+wpc=$(json_num "$T/py.json" wp_calls 2>/dev/null || echo 0)
+zpc=$(json_num "$T/py.json" zap_calls 2>/dev/null || echo 0)
+if [ "$wpc" -gt 0 ] && [ "$zpc" -gt 0 ] && [ "$zpc" -lt "$ev" ] &&
+    grep -q "^moat: page tables: $wpc write-protect calls, $zpc zap calls" "$T/py.err"; then
+    ok "python: $wpc write-protect calls and $zpc zap calls for $ev pages written, in the summary"
+else
+    bad "wp_calls=$wpc zap_calls=$zpc for $ev pages written, or no page-tables line in the summary"
+fi
 if grep -q "far too small" "$T/py.err"; then
     bad "python under 32M pages usefully, yet got the thrash warning: $(grep warning "$T/py.err")"
 else

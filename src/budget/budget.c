@@ -276,6 +276,7 @@ static int uffd_wp(uintptr_t addr, size_t nbytes, bool protect)
         .range = {.start = addr, .len = nbytes},
         .mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
     };
+    m_counter_add(&m_engine.c.wp_calls, 1);
     if (ioctl(m_engine.uffd, UFFDIO_WRITEPROTECT, &wp) != 0)
         return errno;
     return 0;
@@ -356,7 +357,7 @@ static void zap_written(const struct victim *v, size_t n)
             k++;
         }
     }
-    m_zap_ranges(iov, k);
+    m_counter_add(&m_engine.c.zap_calls, m_zap_ranges(iov, k));
 }
 
 /*

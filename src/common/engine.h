@@ -157,7 +157,8 @@ struct m_counters {
     _Atomic uint64_t store_bytes_written, store_bytes_read, store_errors;
     _Atomic uint64_t integrity_failures;
     _Atomic uint64_t fault_ns, reclaim_ns;
-    _Atomic uint64_t fork_loaded; /* pages read back so that a fork child sees them */
+    _Atomic uint64_t fork_loaded;         /* pages read back so that a fork child sees them */
+    _Atomic uint64_t wp_calls, zap_calls; /* TLB-flushing page-table changes (moat_stats) */
 };
 
 struct m_store;

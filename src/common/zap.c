@@ -57,10 +57,11 @@ static void zap_pidfd_drop(int fd)
     pthread_mutex_unlock(&zap_lock);
 }
 
-static void zap_each(const struct iovec *iov, size_t n)
+static size_t zap_each(const struct iovec *iov, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         madvise(iov[i].iov_base, iov[i].iov_len, MADV_DONTNEED);
+    return n;
 }
 
 /* One process_madvise call on at most UIO_MAXIOV ranges: true if it did
@@ -96,18 +97,24 @@ static bool zap_vectored(const struct iovec *iov, size_t n)
 #endif
 }
 
-void m_zap_ranges(const struct iovec *iov, size_t n)
+size_t m_zap_ranges(const struct iovec *iov, size_t n)
 {
+    size_t calls = 0;
     while (n) {
         size_t k = n < UIO_MAXIOV ? n : UIO_MAXIOV;
         /* a partial result leaves no way to tell which ranges were done:
          * MADV_DONTNEED is idempotent, so all of them are redone */
-        if (k < 2 || atomic_load_explicit(&zap_mode, memory_order_relaxed) == ZAP_RANGES ||
-            !zap_vectored(iov, k))
-            zap_each(iov, k);
+        if (k < 2 || atomic_load_explicit(&zap_mode, memory_order_relaxed) == ZAP_RANGES) {
+            calls += zap_each(iov, k);
+        } else {
+            calls++;
+            if (!zap_vectored(iov, k))
+                calls += zap_each(iov, k);
+        }
         iov += k;
         n -= k;
     }
+    return calls;
 }
 
 bool m_zap_vectored(void)

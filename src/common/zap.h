@@ -23,8 +23,9 @@
  * madvise per range.  The ranges must be page-aligned.  Holds one pidfd of
  * the process (close-on-exec), opened at first use.  Like madvise, it
  * cannot fail on valid ranges; whatever the vectored call leaves undone is
- * redone range by range. */
-void m_zap_ranges(const struct iovec *iov, size_t n);
+ * redone range by range.  Returns the number of system calls it made (each
+ * a TLB flush). */
+size_t m_zap_ranges(const struct iovec *iov, size_t n);
 
 /* m_zap_vectored - whether m_zap_ranges uses process_madvise (false until
  * the first call with two ranges or more has found out, or when forced off). */

@@ -828,6 +828,7 @@ static void fault_wp(uintptr_t addr)
     if (st == M_PS_RESIDENT && (f & M_PF_WP)) {
         struct uffdio_writeprotect wp = {
             .range = {.start = addr & ~(M_PAGE_SIZE - 1), .len = M_PAGE_SIZE}, .mode = 0};
+        m_counter_add(&m_engine.c.wp_calls, 1);
         if (ioctl(m_engine.uffd, UFFDIO_WRITEPROTECT, &wp) == 0) {
             if (f & M_PF_SAMPLED) { /* hot: the next laps keep it without a sample */
                 f = (f & ~M_PF_HOT_MASK) | M_PF_HOT_MASK;

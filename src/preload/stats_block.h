@@ -26,8 +26,9 @@
 
 #define M_STATS_BLOCK_MAGIC 0x54414f4du /* "MOAT" */
 #define M_STATS_BLOCK_VERSION                                                                      \
-    10u /* 2: threads_*; 3: alloc_*; 4: user_*; 5: store_node*; 6: tracking; 7: pagein_batch*;     \
-           8: pagein_readahead; 9: pagein_refault_hot; 10: store_meta_bytes */
+    11u /* 2: threads_*; 3: alloc_*; 4: user_*; 5: store_node*; 6: tracking; 7: pagein_batch*;     \
+           8: pagein_readahead; 9: pagein_refault_hot; 10: store_meta_bytes; 11: wp_calls,         \
+           zap_calls */
 /* printf format of the file name under /dev/shm (and of the shm_open name
  * with a leading slash). */
 #define M_STATS_BLOCK_NAME "moat-%ld.stats"

@@ -615,6 +615,8 @@ int m_engine_stats(struct moat_stats *out, bool often)
     out->fault_ns = atomic_load(&c->fault_ns);
     out->reclaim_ns = atomic_load(&c->reclaim_ns);
     out->fork_loaded_pages = atomic_load(&c->fork_loaded);
+    out->wp_calls = atomic_load(&c->wp_calls);
+    out->zap_calls = atomic_load(&c->zap_calls);
     out->tracking = atomic_load(&m_engine.tracking);
     m_fault_batch_stats(&out->pagein_batches, &out->pagein_batched_faults, &out->pagein_readahead);
     out->pagein_refault_hot = m_reclaim_refaults_hot();
@@ -695,6 +697,11 @@ void moat_stats_print(int fd)
     if (s.store_meta_bytes)
         dprintf(fd, "  store metadata  %s in memory (the records' trailers)\n",
                 m_size_format(s.store_meta_bytes, b1, sizeof b1));
+    if (s.wp_calls || s.zap_calls)
+        dprintf(fd,
+                "  page tables     %llu write-protect calls, %llu zap calls (each a TLB "
+                "shootdown while other CPUs run the program)\n",
+                (unsigned long long)s.wp_calls, (unsigned long long)s.zap_calls);
     dprintf(fd, "  time            %.3f s in faults, %.3f s in reclaim\n", (double)s.fault_ns / 1e9,
             (double)s.reclaim_ns / 1e9);
     struct m_store_cluster_stats cs;

@@ -289,6 +289,7 @@ static void range_release(uintptr_t start, uintptr_t end)
     m_fault_streams_forget(m_engine_index(start), m_engine_index(end));
     os_protect(start, end, MOAT_PROT_NONE);
     madvise((void *)start, end - start, MADV_DONTNEED);
+    m_counter_add(&m_engine.c.zap_calls, 1);
 }
 
 /* range_has_prot - every page of [start, end) is uncommitted or has
@@ -871,6 +872,7 @@ int moat_uncommit(void *addr, size_t length)
                     page_release(m_engine_index(a));
                 m_fault_streams_forget(m_engine_index(s), m_engine_index(e));
                 madvise((void *)s, e - s, MADV_DONTNEED);
+                m_counter_add(&m_engine.c.zap_calls, 1);
                 continue;
             }
             range_release(s, e);

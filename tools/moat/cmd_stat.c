@@ -71,6 +71,9 @@ static void stat_print(FILE *f, const struct m_stats_block *b)
     if (s->store_meta_bytes)
         fprintf(f, "  store meta    %12s   of record trailers in memory, outside the budget\n",
                 m_size_format((size_t)s->store_meta_bytes, b1, sizeof b1));
+    if (s->wp_calls || s->zap_calls)
+        fprintf(f, "  page tables   %12" PRIu64 "   write-protect calls, %" PRIu64 " zap calls\n",
+                s->wp_calls, s->zap_calls);
     fprintf(f, "  time          %10.3f s in faults, %.3f s evicting\n", (double)s->fault_ns / 1e9,
             (double)s->reclaim_ns / 1e9);
 }

@@ -235,6 +235,11 @@ void m_run_summary(FILE *f, const struct m_stats_block *b, int sig)
     if (s->store_meta_bytes)
         fprintf(f, "moat: store: %s of record trailers kept in memory, outside the budget\n",
                 m_size_format((size_t)s->store_meta_bytes, b1, sizeof b1));
+    if (s->wp_calls || s->zap_calls)
+        fprintf(f,
+                "moat: page tables: %" PRIu64 " write-protect calls, %" PRIu64
+                " zap calls (each a TLB shootdown while other CPUs run the program)\n",
+                s->wp_calls, s->zap_calls);
     fprintf(f,
             "moat: faults %" PRIu64 " (first touch %" PRIu64 ", page-in %" PRIu64
             ", write-protect %" PRIu64 "), %.3f s in faults, %.3f s evicting\n",
@@ -359,6 +364,8 @@ void m_run_json(FILE *f, const struct m_stats_block *b, int status)
     J(pagein_readahead);
     J(pagein_refault_hot);
     J(store_meta_bytes);
+    J(wp_calls);
+    J(zap_calls);
 #undef J
 #define A(field) fprintf(f, "  \"" #field "\": %" PRIu64 ",\n", b->field)
     A(threads_live);
