@@ -418,11 +418,12 @@ run_one() { # PROG MODE RUN [LIMIT_BYTES: kernel mode with a raised limit]
         [ -f "$js" ] && extra=$(python3 - "$js" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
-print("page-ins %d sealed+written %d clean %d faults %d fault_s %.2f reclaim_s %.2f peak_resident %d peak_committed %d sealed_MiB %.0f integrity_failures %d"
+print("page-ins %d sealed+written %d clean %d faults %d fault_s %.2f reclaim_s %.2f peak_resident %d peak_committed %d sealed_MiB %.0f integrity_failures %d wp_calls %d zap_calls %d"
       % (d["faults_pagein"], d["evictions_written"], d["evictions_clean"],
          d["faults_commit"] + d["faults_pagein"] + d["faults_wp"], d["fault_ns"] / 1e9,
          d.get("reclaim_ns", 0) / 1e9, d["peak_resident_pages"], d["peak_committed_pages"],
-         d["store_bytes_written"] / 2**20, d["integrity_failures"]))
+         d["store_bytes_written"] / 2**20, d["integrity_failures"],
+         d.get("wp_calls", 0), d.get("zap_calls", 0)))
 PY
 )
         [ $mode = small ] && MSTAT[$p]+="$extra"$'\n'
@@ -513,10 +514,10 @@ cell() { # the median of the runs that completed; "(N of RUNS OOM-killed)"
         echo "| $p | ${rss:--} | ${mp:--} | ${BUDGET[$p]} | $(cell "$p.plain") | $(cell "$p.big") | $(cell "$p.small") | $kcell | $kr | $(ratio "$bg" "$pl") | $same |"
     done
     echo
-    echo "moat small (medians of the runs): page-ins, pages sealed and written, clean drops, faults, seconds in faults; kernel: pages swapped in/out (/proc/vmstat), cgroup peak"
+    echo "moat small (medians of the runs): page-ins, pages sealed and written, clean drops, faults, seconds in faults, write-protect and zap calls (TLB shootdowns); kernel: pages swapped in/out (/proc/vmstat), cgroup peak"
     echo
-    echo "| program | moat page-ins | moat sealed+written | moat clean drops | moat faults | moat s in faults | moat sealed MiB | kernel pswpin | kernel pswpout | kernel cgroup peak MiB |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| program | moat page-ins | moat sealed+written | moat clean drops | moat faults | moat s in faults | moat sealed MiB | moat wp calls | moat zap calls | kernel pswpin | kernel pswpout | kernel cgroup peak MiB |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for p in "${progs[@]}"; do
         [ -z "${NOTE[$p]:-}" ] || continue
         m=${MSTAT[$p]:-}
@@ -524,7 +525,7 @@ cell() { # the median of the runs that completed; "(N of RUNS OOM-killed)"
         kin=$(awk '{ print $1 }' <<<"$k" | tr '\n' ' ' | median 0)
         kout=$(awk '{ print $2 }' <<<"$k" | tr '\n' ' ' | median 0)
         kpk=$(awk '{ print $3 }' <<<"$k" | tr '\n' ' ' | median 0)
-        echo "| $p | $(kv_median "$m" page-ins) | $(kv_median "$m" sealed+written) | $(kv_median "$m" clean) | $(kv_median "$m" faults) | $(kv_median "$m" fault_s 2) | $(kv_median "$m" sealed_MiB) | ${kin:--} | ${kout:--} | ${kpk:--} |"
+        echo "| $p | $(kv_median "$m" page-ins) | $(kv_median "$m" sealed+written) | $(kv_median "$m" clean) | $(kv_median "$m" faults) | $(kv_median "$m" fault_s 2) | $(kv_median "$m" sealed_MiB) | $(kv_median "$m" wp_calls) | $(kv_median "$m" zap_calls) | ${kin:--} | ${kout:--} | ${kpk:--} |"
     done
 } >"$W/table.md"
 {
