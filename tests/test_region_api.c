@@ -6,6 +6,10 @@
  */
 #include "moat_test.h"
 
+#include "common/zap.h"
+#include "region/region.h"
+
+#include <moat/alloc.h>
 #include <pthread.h>
 
 #define PG 4096UL
@@ -421,6 +425,77 @@ static void test_fatal_accesses(void **state)
     mt_start(0);
 }
 
+/* m_region_uncommit_ranges: several ranges uncommitted with their frames
+ * dropped in one call; bad input refused with nothing done. */
+static void test_uncommit_ranges(void **state)
+{
+    (void)state;
+    uint8_t *p;
+    assert_int_equal(moat_alloc(NULL, 64 * PG, MOAT_COMMIT_ON_DEMAND, NULL, NULL, (void **)&p), 0);
+    for (size_t i = 0; i < 64; i++)
+        memset(p + i * PG, (int)i + 1, PG);
+    uint64_t committed = MT_STAT(committed_pages), zaps = MT_STAT(zap_calls);
+    /* every other pair of pages: 16 ranges of 2 pages */
+    struct iovec r[16];
+    for (size_t k = 0; k < 16; k++)
+        r[k] = (struct iovec){.iov_base = p + 4 * k * PG, .iov_len = 2 * PG};
+    /* a bad range anywhere: EINVAL and nothing uncommitted */
+    struct iovec bad[2] = {r[0], {.iov_base = p + 1, .iov_len = PG}};
+    assert_int_equal(m_region_uncommit_ranges(bad, 2), EINVAL);
+    assert_int_equal(p[0], 1);
+    assert_int_equal(m_region_uncommit_ranges(r, M_REGION_UNCOMMIT_MAX + 1), EINVAL);
+    assert_int_equal(m_region_uncommit_ranges(r, 16), 0);
+    assert_int_equal(MT_STAT(committed_pages), committed - 32);
+    uint64_t calls = MT_STAT(zap_calls) - zaps;
+    /* one process_madvise (6.13 on), else one madvise a range */
+    assert_true(calls == 1 || calls == 16 + 1 || calls == 16);
+    if (m_zap_vectored())
+        assert_int_equal(calls, 1);
+    for (size_t i = 0; i < 64; i++) {
+        bool gone = (i / 2) % 2 == 0;
+        for (size_t b = 0; b < PG; b += 512)
+            assert_int_equal(p[i * PG + b], gone ? 0 : (int)i + 1);
+    }
+    assert_int_equal(moat_dealloc(p, 64 * PG), 0);
+}
+
+/* A heap on moat regions gives its free spans back in batches: a purge of
+ * many scattered spans drops their frames in a few calls, the spans read as
+ * zeros afterwards and the blocks still in use keep their contents. */
+static void test_heap_purge_batched(void **state)
+{
+    (void)state;
+    struct moat_heap_config cfg = {.source = MOAT_HEAP_SOURCE_REGION};
+    moat_heap *h = NULL;
+    assert_int_equal(moat_heap_new(&cfg, &h), 0);
+    enum { N = 256, SZ = 40960 }; /* large objects: 10 pages each */
+    uint8_t *b[N];
+    for (size_t i = 0; i < N; i++) {
+        b[i] = moat_heap_malloc(h, SZ);
+        assert_non_null(b[i]);
+        memset(b[i], (int)(i % 251) + 1, SZ);
+    }
+    /* free every other block: 128 spans that cannot coalesce */
+    for (size_t i = 0; i < N; i += 2)
+        moat_heap_free(h, b[i]);
+    uint64_t zaps = MT_STAT(zap_calls), committed = MT_STAT(committed_pages);
+    size_t back = moat_heap_trim(h);
+    uint64_t calls = MT_STAT(zap_calls) - zaps;
+    print_message("trim gave back %zu bytes in %llu zap calls\n", back, (unsigned long long)calls);
+    assert_true(back >= (size_t)N / 2 * SZ);
+    assert_true(MT_STAT(committed_pages) <= committed - N / 2 * SZ / PG);
+    if (m_zap_vectored())
+        assert_true(calls <= N / 2 / 8); /* batches of up to 32 spans; far from one a span */
+    for (size_t i = 0; i < N; i++) {
+        int want = i % 2 ? (int)(i % 251) + 1 : 0;
+        for (size_t o = 0; o < SZ; o += 4096)
+            assert_int_equal(b[i][o], want);
+    }
+    for (size_t i = 1; i < N; i += 2)
+        moat_heap_free(h, b[i]);
+    assert_int_equal(moat_heap_destroy(h), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -436,6 +511,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_modify_type, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fatal_accesses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uncommit_ranges, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_heap_purge_batched, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,6 +21,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/uio.h>
 
 struct m_alloc_source {
     const char *name;
@@ -31,6 +32,12 @@ struct m_alloc_source {
     /* decommit - the pages' contents are dropped and stop counting as
      * committed; they read as zeros at the next touch.  0 or an errno. */
     int (*decommit)(struct m_alloc_source *src, void *addr, size_t nbytes);
+    /* decommit_many - decommit each of ranges[0..n) (page-aligned), its
+     * frames dropped in as few system calls as the kernel allows: each call
+     * interrupts every other CPU running the process to flush its TLB.  0,
+     * or an errno with nothing done (the caller then decommits the ranges
+     * one by one).  NULL: the caller always does. */
+    int (*decommit_many)(struct m_alloc_source *src, const struct iovec *ranges, size_t n);
     /* release - give back a whole reservation. */
     int (*release)(struct m_alloc_source *src, void *addr, size_t nbytes);
     /* for the caller-owned region source */

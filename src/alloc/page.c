@@ -617,12 +617,65 @@ size_t m_alloc_retain_pages(const struct moat_heap *h)
     return v > floor ? v : floor;
 }
 
-/* Decommit dirty span s and turn it clean; false if the source refused. */
+/* Spans decommitted together: their frames go in one call to the source
+ * (decommit_many) where it can, one TLB shootdown of the other CPUs running
+ * the program instead of one a span.  The 8-thread program of
+ * bench/programs.sh purged 11.7k spans of 4.4 pages on average in 127
+ * purges: 11.7k madvise calls, each interrupting the other CPU. */
+#define PURGE_BATCH      32
+#define PURGE_BATCH_PAGE 1024 /* pages a batch, at most (released before they are zapped) */
+
+/* Decommit dirty span s on its own and turn it clean; false if the source
+ * refused (the span stays dirty, back in its bin). */
+static bool purge_span(struct moat_heap *h, struct m_alloc_page *s);
+
+/* The descriptors of a free span's inner pages are never read (only its
+ * head and tail are), and zeros describe a free page: the ranges of whole
+ * descriptor pages they fill, appended to r (at most two), which the caller
+ * gives back, or a heap that once peaked keeps 1% of its peak in
+ * descriptors. */
+static size_t desc_ranges(struct m_alloc_arena *ar, struct m_alloc_page *s, struct iovec *r)
+{
+    struct m_alloc_pmap *pm = m_alloc_pmap_of(ar, s);
+    uintptr_t ranges[2][2] = {{(uintptr_t)(s + 1), (uintptr_t)(s + s->npages - 1)},
+                              {(uintptr_t)(pm + 1), (uintptr_t)(pm + s->npages - 1)}};
+    size_t k = 0;
+    for (int i = 0; i < 2; i++) {
+        uintptr_t lo = (ranges[i][0] + M_ALLOC_PAGE - 1) & ~(uintptr_t)(M_ALLOC_PAGE - 1);
+        uintptr_t hi = ranges[i][1] & ~(uintptr_t)(M_ALLOC_PAGE - 1);
+        if (hi > lo)
+            r[k++] = (struct iovec){.iov_base = (void *)lo, .iov_len = hi - lo};
+    }
+    return k;
+}
+
+/* A span whose pages are decommitted: count it, mark it clean, coalesce it
+ * with its clean neighbours; its descriptor ranges are appended to r. */
+static size_t purged(struct moat_heap *h, struct m_alloc_page *s, struct iovec *r)
+{
+    struct m_alloc_arena *ar = m_alloc_arena_of_desc(h, s);
+    size_t n = s->npages;
+    h->pages_dirty -= n;
+    h->decommitted_pages += n;
+    span_mark_free(ar, s, n, false);
+    s = span_coalesce(h, ar, s);
+    return desc_ranges(ar, s, r);
+}
+
+static void decommit_ranges(struct moat_heap *h, const struct iovec *r, size_t n)
+{
+    if (!n)
+        return;
+    if (n > 1 && h->src.decommit_many && h->src.decommit_many(&h->src, r, n) == 0)
+        return;
+    for (size_t i = 0; i < n; i++)
+        h->src.decommit(&h->src, r[i].iov_base, r[i].iov_len);
+}
+
 static bool purge_span(struct moat_heap *h, struct m_alloc_page *s)
 {
     struct m_alloc_arena *ar = m_alloc_arena_of_desc(h, s);
     size_t n = s->npages;
-    bin_remove(h, s);
     int err = h->src.decommit(&h->src, (void *)m_alloc_page_addr(ar, s), n * M_ALLOC_PAGE);
     if (err) {
         /* the pages keep their data: they must stay dirty */
@@ -630,36 +683,65 @@ static bool purge_span(struct moat_heap *h, struct m_alloc_page *s)
         bin_insert(h, s);
         return false;
     }
-    h->pages_dirty -= n;
-    h->decommitted_pages += n;
     h->decommit_calls++;
-    span_mark_free(ar, s, n, false);
-    s = span_coalesce(h, ar, s);
-    /* The descriptors of a free span's inner pages are never read (only its
-     * head and tail are), and zeros describe a free page: give back the
-     * descriptor pages they fill, or a heap that once peaked keeps 1% of its
-     * peak in descriptors. */
-    struct m_alloc_pmap *pm = m_alloc_pmap_of(ar, s);
-    uintptr_t ranges[2][2] = {{(uintptr_t)(s + 1), (uintptr_t)(s + s->npages - 1)},
-                              {(uintptr_t)(pm + 1), (uintptr_t)(pm + s->npages - 1)}};
-    for (int i = 0; i < 2; i++) {
-        uintptr_t lo = (ranges[i][0] + M_ALLOC_PAGE - 1) & ~(uintptr_t)(M_ALLOC_PAGE - 1);
-        uintptr_t hi = ranges[i][1] & ~(uintptr_t)(M_ALLOC_PAGE - 1);
-        if (hi > lo)
-            h->src.decommit(&h->src, (void *)lo, hi - lo);
-    }
+    struct iovec r[2];
+    decommit_ranges(h, r, purged(h, s, r));
     return true;
+}
+
+/* Decommit the n dirty spans of batch (taken out of their bins): all at
+ * once where the source can, else one by one.  Under the page lock, so
+ * nobody takes the spans before they are clean.  False if a span could not
+ * be decommitted (it is back in its bin, dirty). */
+static bool purge_batch(struct moat_heap *h, struct m_alloc_page **batch, size_t n)
+{
+    struct iovec r[PURGE_BATCH];
+    for (size_t i = 0; i < n; i++) {
+        struct m_alloc_arena *ar = m_alloc_arena_of_desc(h, batch[i]);
+        r[i] = (struct iovec){.iov_base = (void *)m_alloc_page_addr(ar, batch[i]),
+                              .iov_len = batch[i]->npages * M_ALLOC_PAGE};
+    }
+    if (n < 2 || !h->src.decommit_many || h->src.decommit_many(&h->src, r, n) != 0) {
+        bool ok = true;
+        for (size_t i = 0; i < n; i++)
+            ok = purge_span(h, batch[i]) && ok;
+        return ok;
+    }
+    h->decommit_calls++;
+    struct iovec d[2 * PURGE_BATCH];
+    size_t nd = 0;
+    for (size_t i = 0; i < n; i++)
+        nd += purged(h, batch[i], d + nd);
+    decommit_ranges(h, d, nd);
+    return true;
+}
+
+/* Purge the largest dirty spans, in batches, while the heap holds more
+ * than `target` dirty pages; with `min_pages`, stop at the first span
+ * smaller than that while no more than `ceiling` dirty pages are held. */
+static void purge_largest(struct moat_heap *h, size_t target, size_t min_pages, size_t ceiling)
+{
+    while (h->pages_dirty > target) {
+        struct m_alloc_page *batch[PURGE_BATCH];
+        size_t n = 0, taken = 0;
+        while (n < PURGE_BATCH && taken < PURGE_BATCH_PAGE && h->pages_dirty - taken > target) {
+            struct m_alloc_page *s = NULL;
+            for (int b = M_ALLOC_NFREEBINS - 1; b >= 0 && !s; b--)
+                s = h->free_bins[1][b];
+            if (!s || (s->npages < min_pages && h->pages_dirty - taken <= ceiling))
+                break;
+            bin_remove(h, s);
+            batch[n++] = s;
+            taken += s->npages;
+        }
+        if (!n || !purge_batch(h, batch, n))
+            break;
+    }
 }
 
 void m_alloc_purge(struct moat_heap *h, size_t target_dirty_pages)
 {
-    while (h->pages_dirty > target_dirty_pages) {
-        struct m_alloc_page *s = NULL;
-        for (int b = M_ALLOC_NFREEBINS - 1; b >= 0 && !s; b--)
-            s = h->free_bins[1][b];
-        if (!s || !purge_span(h, s))
-            break;
-    }
+    purge_largest(h, target_dirty_pages, 0, 0);
 }
 
 /* The purge after a free: spans of at least M_ALLOC_PURGE_MIN_PAGES only,
@@ -669,13 +751,5 @@ void m_alloc_purge(struct moat_heap *h, size_t target_dirty_pages)
  * ones.  Smaller spans go too once the dirty pages pass the ceiling. */
 static void purge_after_free(struct moat_heap *h, size_t retain, size_t ceiling)
 {
-    while (h->pages_dirty > retain / 2) {
-        struct m_alloc_page *s = NULL;
-        for (int b = M_ALLOC_NFREEBINS - 1; b >= 0 && !s; b--)
-            s = h->free_bins[1][b];
-        if (!s || (s->npages < M_ALLOC_PURGE_MIN_PAGES && h->pages_dirty <= ceiling * retain))
-            break;
-        if (!purge_span(h, s))
-            break;
-    }
+    purge_largest(h, retain / 2, M_ALLOC_PURGE_MIN_PAGES, ceiling * retain);
 }

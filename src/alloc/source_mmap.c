@@ -48,6 +48,7 @@ void m_alloc_source_mmap(struct m_alloc_source *src)
     src->name = "mmap";
     src->reserve = mmap_reserve;
     src->decommit = mmap_decommit;
+    src->decommit_many = NULL;
     src->release = mmap_release;
     src->region = NULL;
     src->region_nbytes = 0;

@@ -16,6 +16,7 @@
  */
 #include "alloc/alloc.h"
 #include "common/engine.h"
+#include "region/region.h"
 
 #include <moat.h>
 
@@ -56,6 +57,17 @@ static int region_decommit(struct m_alloc_source *src, void *addr, size_t nbytes
     return err;
 }
 
+static int region_decommit_many(struct m_alloc_source *src, const struct iovec *ranges, size_t n)
+{
+    (void)src;
+    if (atomic_load_explicit(&m_engine_forked, memory_order_relaxed) || n > M_REGION_UNCOMMIT_MAX)
+        return ENOTSUP; /* one by one */
+    m_engine_internal++;
+    int err = m_region_uncommit_ranges(ranges, n);
+    m_engine_internal--;
+    return err;
+}
+
 static int region_release(struct m_alloc_source *src, void *addr, size_t nbytes)
 {
     if (atomic_load_explicit(&m_engine_forked, memory_order_relaxed))
@@ -78,6 +90,7 @@ void m_alloc_source_region(struct m_alloc_source *src, void *region, size_t nbyt
     src->name = region ? "region (caller's)" : "region";
     src->reserve = region_reserve;
     src->decommit = region_decommit;
+    src->decommit_many = region_decommit_many;
     src->release = region_release;
     src->region = region;
     src->region_nbytes = nbytes;

@@ -24,6 +24,7 @@
 #include "budget/budget.h"
 #include "common/engine.h"
 #include "common/log.h"
+#include "common/zap.h"
 #include "fault/fault.h"
 #include "store/store.h"
 
@@ -850,40 +851,86 @@ int moat_commit(void *addr, size_t length)
     return err;
 }
 
+/* uncommit_locked - moat_uncommit of [start, end) under the table's read
+ * lock.  The frames of areas whose pages keep their permissions are left to
+ * the caller to drop, appended to zap while *nzap < cap (past that, dropped
+ * here), so that one call drops the frames of many ranges. */
+static void uncommit_locked(uintptr_t start, uintptr_t end, struct iovec *zap, size_t *nzap,
+                            size_t cap)
+{
+    for_areas(i, s, e, start, end)
+    {
+        int idle = area_idle_prot(&rt.tab[i]);
+        if (idle != MOAT_PROT_NONE && range_has_prot(s, e, idle)) {
+            /* The pages keep the permissions they have (the allocator
+             * giving back free spans of its heap): drop the frames
+             * without closing and reopening the range, two mprotects
+             * and their TLB shootdowns a call.  8 threads under a big
+             * budget spent 7% of their cycles in those mprotects.  The
+             * pages are no longer the program's: nothing touches them
+             * before their frames go. */
+            for (uintptr_t a = s; a < e; a += M_PAGE_SIZE)
+                page_release(m_engine_index(a));
+            m_fault_streams_forget(m_engine_index(s), m_engine_index(e));
+            if (*nzap < cap) {
+                zap[(*nzap)++] = (struct iovec){.iov_base = (void *)s, .iov_len = e - s};
+            } else {
+                madvise((void *)s, e - s, MADV_DONTNEED);
+                m_counter_add(&m_engine.c.zap_calls, 1);
+            }
+            continue;
+        }
+        range_release(s, e);
+        if (idle != MOAT_PROT_NONE)
+            os_protect(s, e, idle);
+        else
+            open_init(s, e);
+    }
+}
+
 int moat_uncommit(void *addr, size_t length)
 {
     uintptr_t start, end;
     int err = check_range(addr, length, &start, &end);
     if (err)
         return err;
+    struct iovec zap[8];
+    size_t nzap = 0;
     pthread_rwlock_rdlock(&rt.lock);
     err = range_check_areas(start, end, false, 0);
-    if (!err) {
-        for_areas(i, s, e, start, end)
-        {
-            int idle = area_idle_prot(&rt.tab[i]);
-            if (idle != MOAT_PROT_NONE && range_has_prot(s, e, idle)) {
-                /* The pages keep the permissions they have (the allocator
-                 * giving back free spans of its heap): drop the frames
-                 * without closing and reopening the range, two mprotects
-                 * and their TLB shootdowns a call.  8 threads under a big
-                 * budget spent 7% of their cycles in those mprotects. */
-                for (uintptr_t a = s; a < e; a += M_PAGE_SIZE)
-                    page_release(m_engine_index(a));
-                m_fault_streams_forget(m_engine_index(s), m_engine_index(e));
-                madvise((void *)s, e - s, MADV_DONTNEED);
-                m_counter_add(&m_engine.c.zap_calls, 1);
-                continue;
-            }
-            range_release(s, e);
-            if (idle != MOAT_PROT_NONE)
-                os_protect(s, e, idle);
-            else
-                open_init(s, e);
-        }
-    }
+    if (!err)
+        uncommit_locked(start, end, zap, &nzap, sizeof zap / sizeof zap[0]);
+    m_counter_add(&m_engine.c.zap_calls, m_zap_ranges(zap, nzap));
     pthread_rwlock_unlock(&rt.lock);
     return err;
+}
+
+int m_region_uncommit_ranges(const struct iovec *ranges, size_t n)
+{
+    if (n > M_REGION_UNCOMMIT_MAX)
+        return EINVAL;
+    uintptr_t lo[M_REGION_UNCOMMIT_MAX], hi[M_REGION_UNCOMMIT_MAX];
+    for (size_t k = 0; k < n; k++) {
+        int err = check_range(ranges[k].iov_base, ranges[k].iov_len, &lo[k], &hi[k]);
+        if (err)
+            return err;
+    }
+    /* the frames to drop: a range can span several areas */
+    struct iovec zap[2 * M_REGION_UNCOMMIT_MAX];
+    size_t nzap = 0;
+    pthread_rwlock_rdlock(&rt.lock);
+    for (size_t k = 0; k < n; k++) {
+        int err = range_check_areas(lo[k], hi[k], false, 0);
+        if (err) {
+            pthread_rwlock_unlock(&rt.lock);
+            return err;
+        }
+    }
+    for (size_t k = 0; k < n; k++)
+        uncommit_locked(lo[k], hi[k], zap, &nzap, sizeof zap / sizeof zap[0]);
+    m_counter_add(&m_engine.c.zap_calls, m_zap_ranges(zap, nzap));
+    pthread_rwlock_unlock(&rt.lock);
+    return 0;
 }
 
 int moat_commit_data(void *addr, size_t length, uint8_t *data, int prot)

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 /* A copy of an area's attributes (areas can be split or freed at any time;
  * callers never hold a pointer into the table). */
@@ -77,6 +78,16 @@ int m_region_track(void);
  * areas (mincore), and how many of them moat holds as uncommitted (the
  * kernel committed them at a first touch moat did not see). */
 void m_region_untracked_sample(uint64_t *resident, uint64_t *committed);
+
+/* m_region_uncommit_ranges - moat_uncommit of each of ranges[0..n) (at most
+ * M_REGION_UNCOMMIT_MAX), with the frames of all of them dropped in as few
+ * calls as the kernel allows (m_zap_ranges) instead of one madvise a range:
+ * each call is a TLB shootdown of every other CPU running the program.  For
+ * the allocator's free spans, whose areas keep their permissions; a range
+ * of any other area is uncommitted on its own.  0, or the errno of the
+ * first bad range with nothing done. */
+#define M_REGION_UNCOMMIT_MAX 64
+int m_region_uncommit_ranges(const struct iovec *ranges, size_t n);
 
 /* m_region_count - how many areas there are. */
 size_t m_region_count(void);
