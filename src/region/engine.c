@@ -396,12 +396,19 @@ static void engine_fork_prepare(void)
      * waits for pages already in flight; a second pass catches what a
      * batch running at the boost still evicted */
     m_reclaim_wait_idle();
-    for (int pass = 0; pass < 4; pass++) {
+    /* until none is left, or a pass leaves as many as the one before: a
+     * pass's net count can be 0 while it loaded pages that a batch in
+     * flight evicted meanwhile, so the stop is on what is left, not on
+     * what the pass loaded */
+    uint64_t left = ev;
+    for (int pass = 0; pass < 8; pass++) {
         size_t n = m_region_fork_load();
         m_counter_add(&m_engine.c.fork_loaded, n);
         m_reclaim_wait_idle();
-        if (!n)
+        uint64_t now = m_region_fork_count();
+        if (!now || now >= left)
             break;
+        left = now;
     }
     m_engine_internal--;
 }
