@@ -241,10 +241,12 @@ static inline bool in_init(uintptr_t addr)
 
 /* page_release - make a page UNCOMMITTED, settling its accounting and its
  * store slot.  Pages in flight are waited for.  The frame itself is dropped
- * by the caller's madvise over the whole range.  A committed-at-start page
- * becomes UNTOUCHED instead: it stays committed (and counted), and reads as
- * zeros at its next touch. */
-static void page_release(size_t index)
+ * by the caller's madvise over the whole range, and a resident page's charge
+ * is added to *uncharge for the caller to return after that madvise: until
+ * the frame is gone it still counts against the budget (invariant 3).  A
+ * committed-at-start page becomes UNTOUCHED instead: it stays committed (and
+ * counted), and reads as zeros at its next touch. */
+static void page_release(size_t index, size_t *uncharge)
 {
     struct m_page *p = m_engine_page(index);
     bool keep = in_init(m_engine_addr(index));
@@ -261,7 +263,7 @@ static void page_release(size_t index)
         if (st == M_PS_UNCOMMITTED && keep)
             m_counter_level(&m_engine.c.committed, &m_engine.c.peak_committed, 1);
         if (st == M_PS_RESIDENT) {
-            m_budget_uncharge(1);
+            ++*uncharge;
             if (f & M_PF_PINNED)
                 m_counter_sub(&m_engine.c.unreclaimable, 1);
         }
@@ -285,12 +287,14 @@ static void page_release(size_t index)
  * an evictor never reads a page that just lost its permissions. */
 static void range_release(uintptr_t start, uintptr_t end)
 {
+    size_t uncharge = 0;
     for (uintptr_t a = start; a < end; a += M_PAGE_SIZE)
-        page_release(m_engine_index(a));
+        page_release(m_engine_index(a), &uncharge);
     m_fault_streams_forget(m_engine_index(start), m_engine_index(end));
     os_protect(start, end, MOAT_PROT_NONE);
     madvise((void *)start, end - start, MADV_DONTNEED);
     m_counter_add(&m_engine.c.zap_calls, 1);
+    m_budget_uncharge(uncharge);
 }
 
 /* range_has_prot - every page of [start, end) is uncommitted or has
@@ -856,7 +860,7 @@ int moat_commit(void *addr, size_t length)
  * the caller to drop, appended to zap while *nzap < cap (past that, dropped
  * here), so that one call drops the frames of many ranges. */
 static void uncommit_locked(uintptr_t start, uintptr_t end, struct iovec *zap, size_t *nzap,
-                            size_t cap)
+                            size_t cap, size_t *uncharge)
 {
     for_areas(i, s, e, start, end)
     {
@@ -869,14 +873,17 @@ static void uncommit_locked(uintptr_t start, uintptr_t end, struct iovec *zap, s
              * budget spent 7% of their cycles in those mprotects.  The
              * pages are no longer the program's: nothing touches them
              * before their frames go. */
+            size_t here = 0;
             for (uintptr_t a = s; a < e; a += M_PAGE_SIZE)
-                page_release(m_engine_index(a));
+                page_release(m_engine_index(a), &here);
             m_fault_streams_forget(m_engine_index(s), m_engine_index(e));
             if (*nzap < cap) {
                 zap[(*nzap)++] = (struct iovec){.iov_base = (void *)s, .iov_len = e - s};
+                *uncharge += here; /* returned after the caller's zap */
             } else {
                 madvise((void *)s, e - s, MADV_DONTNEED);
                 m_counter_add(&m_engine.c.zap_calls, 1);
+                m_budget_uncharge(here);
             }
             continue;
         }
@@ -895,12 +902,13 @@ int moat_uncommit(void *addr, size_t length)
     if (err)
         return err;
     struct iovec zap[8];
-    size_t nzap = 0;
+    size_t nzap = 0, uncharge = 0;
     pthread_rwlock_rdlock(&rt.lock);
     err = range_check_areas(start, end, false, 0);
     if (!err)
-        uncommit_locked(start, end, zap, &nzap, sizeof zap / sizeof zap[0]);
+        uncommit_locked(start, end, zap, &nzap, sizeof zap / sizeof zap[0], &uncharge);
     m_counter_add(&m_engine.c.zap_calls, m_zap_ranges(zap, nzap));
+    m_budget_uncharge(uncharge);
     pthread_rwlock_unlock(&rt.lock);
     return err;
 }
@@ -926,9 +934,11 @@ int m_region_uncommit_ranges(const struct iovec *ranges, size_t n)
             return err;
         }
     }
+    size_t uncharge = 0;
     for (size_t k = 0; k < n; k++)
-        uncommit_locked(lo[k], hi[k], zap, &nzap, sizeof zap / sizeof zap[0]);
+        uncommit_locked(lo[k], hi[k], zap, &nzap, sizeof zap / sizeof zap[0], &uncharge);
     m_counter_add(&m_engine.c.zap_calls, m_zap_ranges(zap, nzap));
+    m_budget_uncharge(uncharge);
     pthread_rwlock_unlock(&rt.lock);
     return 0;
 }
