@@ -388,9 +388,12 @@ struct m_alloc_class {
 #define M_ALLOC_OWNER_READ(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
 struct m_alloc_bin {
-    uintptr_t head;   /* first cached block; its links are encoded */
-    uint32_t count;   /* blocks cached (owner counter) */
-    uint32_t max;     /* adaptive bound on count */
+    uintptr_t head; /* first cached block; its links are encoded */
+    /* max minus the blocks cached (owner counter; see m_alloc_bin_count):
+     * negative once the list is over its bound.  Kept this way round so
+     * that free's push tests the bound with the decrement itself */
+    int32_t room;
+    uint32_t max;     /* adaptive bound on the blocks cached (owner counter) */
     uint32_t refills; /* times the list ran dry since the last decay */
     uint32_t rcount;  /* blocks on the remote list (owner counter) */
     /* Blocks of slabs another cache took its blocks from: never reused by
@@ -441,6 +444,16 @@ enum m_alloc_tls_state {
     M_ALLOC_TLS_DEAD = 3, /* thread exiting: everything uncached from now on */
 };
 
+/*
+ * A thread without a cache for a slot (or for the default heap) has
+ * M_ALLOC_TC_NONE there, never NULL: a cache that no heap check passes
+ * (live_heap and heap_id carry M_ALLOC_STOLEN), so the fast paths need one
+ * test, not a NULL test and then the heap check.  The slow paths read the
+ * slots through m_alloc_tls_cache(), which turns it back into NULL.
+ */
+extern struct m_alloc_tcache m_alloc_tcache_none;
+#define M_ALLOC_TC_NONE (&m_alloc_tcache_none)
+
 struct m_alloc_tls {
     struct m_alloc_tcache *dflt; /* this thread's cache of the default heap */
     struct m_alloc_tcache *tc[M_ALLOC_TLS_SLOTS + 1];
@@ -452,6 +465,25 @@ struct m_alloc_tls {
 };
 
 extern __thread struct m_alloc_tls m_alloc_tls __attribute__((tls_model("initial-exec")));
+
+/* Blocks cached in bin b (another thread may read it, for statistics). */
+static inline uint32_t m_alloc_bin_count(const struct m_alloc_bin *b)
+{
+    return (uint32_t)((int64_t)M_ALLOC_OWNER_READ(b->max) - M_ALLOC_OWNER_READ(b->room));
+}
+
+/* This thread's cache in TLS slot s, or NULL. */
+static inline struct m_alloc_tcache *m_alloc_tls_cache(int s)
+{
+    struct m_alloc_tcache *tc = m_alloc_tls.tc[s];
+    return tc == M_ALLOC_TC_NONE ? NULL : tc;
+}
+
+/* Set TLS slot s (NULL: no cache). */
+static inline void m_alloc_tls_set(int s, struct m_alloc_tcache *tc)
+{
+    m_alloc_tls.tc[s] = tc ? tc : M_ALLOC_TC_NONE;
+}
 
 /*
  * Reclaiming idle caches
@@ -765,13 +797,13 @@ static inline uintptr_t m_alloc_bin_pop(struct m_alloc_tcache *tc, unsigned c, s
      * heap's own bounds (it may have grown) before it calls it corruption.
      * (Returning rather than calling keeps the fast path free of register
      * saves.) */
-    if (M_ALLOC_UNLIKELY(next && next - tc->lo >= tc->span))
+    if (M_ALLOC_UNLIKELY(next - tc->lo >= tc->span) && next)
         return 0;
     b->head = next;
     /* the next malloc of the class reads next's link: a block freed a
      * while ago, often out of the cache by then */
     __builtin_prefetch((const void *)next);
-    M_ALLOC_OWNER_SET(b->count, b->count - 1);
+    M_ALLOC_OWNER_SET(b->room, b->room + 1);
     w[1] = 0; /* no longer tagged free */
     M_ALLOC_OWNER_ADD(b->allocs, 1);
     (void)n;
@@ -806,9 +838,9 @@ static inline void m_alloc_bin_push(struct m_alloc_tcache *tc, unsigned c, uintp
     w[0] = link;
     w[1] = tag;
     b->head = a;
-    uint32_t cnt = b->count + 1;
-    M_ALLOC_OWNER_SET(b->count, cnt);
-    if (M_ALLOC_UNLIKELY(cnt > b->max))
+    int32_t room = b->room - 1;
+    M_ALLOC_OWNER_SET(b->room, room);
+    if (M_ALLOC_UNLIKELY(room < 0))
         m_alloc_tcache_overflow(tc, c);
 }
 
@@ -819,7 +851,7 @@ static inline void *m_alloc_default_malloc(size_t n)
     m_alloc_enter();
     struct m_alloc_tcache *tc = m_alloc_tls.dflt;
     struct moat_heap *h = atomic_load_explicit(&m_alloc_global.default_heap, memory_order_relaxed);
-    if (M_ALLOC_LIKELY(tc != NULL && n <= M_ALLOC_SMALL_MAX &&
+    if (M_ALLOC_LIKELY(n <= M_ALLOC_SMALL_MAX &&
                        atomic_load_explicit(&tc->live_heap, memory_order_acquire) == h)) {
         uintptr_t blk = m_alloc_bin_pop(tc, m_alloc_size_class(n), n);
         if (M_ALLOC_LIKELY(blk)) {
@@ -834,7 +866,7 @@ static inline void *m_alloc_heap_malloc(struct moat_heap *h, size_t n)
 {
     m_alloc_enter();
     struct m_alloc_tcache *tc = m_alloc_tls.tc[h->slot];
-    if (M_ALLOC_LIKELY(tc != NULL && n <= M_ALLOC_SMALL_MAX &&
+    if (M_ALLOC_LIKELY(n <= M_ALLOC_SMALL_MAX &&
                        atomic_load_explicit(&tc->heap_id, memory_order_acquire) == h->id)) {
         uintptr_t blk = m_alloc_bin_pop(tc, m_alloc_size_class(n), n);
         if (M_ALLOC_LIKELY(blk)) {
@@ -869,8 +901,7 @@ static inline void m_alloc_slab_free(const struct m_alloc_arena *ar, const struc
     if (M_ALLOC_UNLIKELY(off * ck->magic >= ck->magic || off >= ck->used_bytes))
         m_alloc_die("free(): invalid pointer", (void *)a, "not the start of a block");
     struct m_alloc_tcache *tc = m_alloc_tls.tc[ar->slot];
-    if (M_ALLOC_LIKELY(tc != NULL &&
-                       atomic_load_explicit(&tc->heap_id, memory_order_acquire) == ar->heap_id)) {
+    if (M_ALLOC_LIKELY(atomic_load_explicit(&tc->heap_id, memory_order_acquire) == ar->heap_id)) {
         uintptr_t tag = m_alloc_tag(tc->key, a);
         uint8_t mine = tc->tag;
         if (M_ALLOC_UNLIKELY(((uintptr_t *)a)[1] == tag))
@@ -902,8 +933,7 @@ static inline void m_alloc_slab_free_leave(const struct m_alloc_arena *ar,
     if (M_ALLOC_UNLIKELY(off * ck.magic >= ck.magic || off >= ck.used_bytes))
         m_alloc_die("free(): invalid pointer", (void *)a, "not the start of a block");
     struct m_alloc_tcache *tc = m_alloc_tls.tc[ar->slot];
-    if (M_ALLOC_UNLIKELY(tc == NULL ||
-                         atomic_load_explicit(&tc->heap_id, memory_order_acquire) != ar->heap_id)) {
+    if (M_ALLOC_UNLIKELY(atomic_load_explicit(&tc->heap_id, memory_order_acquire) != ar->heap_id)) {
         m_alloc_free_uncached_leave(ar->heap, c, a);
         return;
     }
@@ -923,9 +953,9 @@ static inline void m_alloc_slab_free_leave(const struct m_alloc_arena *ar,
     w[0] = m_alloc_enc(tc->key, a, b->head);
     w[1] = tag;
     b->head = a;
-    uint32_t cnt = b->count + 1;
-    M_ALLOC_OWNER_SET(b->count, cnt);
-    if (M_ALLOC_UNLIKELY(cnt > b->max)) {
+    int32_t room = b->room - 1;
+    M_ALLOC_OWNER_SET(b->room, room);
+    if (M_ALLOC_UNLIKELY(room < 0)) {
         m_alloc_tcache_overflow_leave(tc, c);
         return;
     }
@@ -944,7 +974,8 @@ static inline void m_alloc_free_block(void *p)
     uintptr_t chunk = a & ~(uintptr_t)(M_ALLOC_CHUNK - 1);
     const struct m_alloc_arena *ar = (const struct m_alloc_arena *)chunk;
     m_alloc_enter();
-    if (M_ALLOC_LIKELY(m_alloc_chunk_entry(a) == (chunk | M_ALLOC_CHUNK_ARENA))) {
+    /* + rather than |: the compiler then makes it one lea */
+    if (M_ALLOC_LIKELY(m_alloc_chunk_entry(a) == chunk + M_ALLOC_CHUNK_ARENA)) {
         const struct m_alloc_pmap *pm = (const struct m_alloc_pmap *)(chunk + M_ALLOC_PMAP_AT) +
                                         ((a - chunk) >> M_ALLOC_PAGE_SHIFT);
         if (M_ALLOC_LIKELY(pm->kind == M_ALLOC_PK_SLAB)) {

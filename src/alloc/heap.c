@@ -219,7 +219,7 @@ static bool heap_relieve(struct moat_heap *h)
     if (h->limit_pages == SIZE_MAX && !h->src.region)
         return false;
     atomic_fetch_add_explicit(&h->pressure, 1, memory_order_relaxed);
-    struct m_alloc_tcache *tc = m_alloc_tls.tc[h->slot];
+    struct m_alloc_tcache *tc = m_alloc_tls_cache(h->slot);
     if (tc && atomic_load_explicit(&tc->heap_id, memory_order_relaxed) == h->id) {
         tc->pressure_seen = atomic_load_explicit(&h->pressure, memory_order_relaxed);
         m_alloc_tcache_flush(tc);
@@ -602,13 +602,13 @@ void moat_alloc_thread_flush(void)
 {
     struct m_alloc_tls *t = &m_alloc_tls;
     for (int s = 0; s < M_ALLOC_TLS_SLOTS; s++) {
-        struct m_alloc_tcache *tc = t->tc[s];
+        struct m_alloc_tcache *tc = m_alloc_tls_cache(s);
         if (!tc)
             continue;
         if (atomic_load_explicit(&tc->heap_id, memory_order_relaxed) == 0) {
-            t->tc[s] = NULL; /* its heap is gone */
+            m_alloc_tls_set(s, NULL); /* its heap is gone */
             if (t->dflt == tc)
-                t->dflt = NULL;
+                t->dflt = M_ALLOC_TC_NONE;
             m_alloc_tcache_release(tc, false);
             continue;
         }
@@ -699,12 +699,12 @@ int moat_heap_destroy(moat_heap *h)
         g->slots_used &= ~(1u << h->slot);
     m_alloc_tcache_orphan_all(h);
     /* this thread's cache goes back to the pool now */
-    struct m_alloc_tcache *mine = h->slot != M_ALLOC_NO_SLOT ? m_alloc_tls.tc[h->slot] : NULL;
+    struct m_alloc_tcache *mine = h->slot != M_ALLOC_NO_SLOT ? m_alloc_tls_cache(h->slot) : NULL;
     pthread_mutex_unlock(&g->lock);
     if (mine && atomic_load_explicit(&mine->heap_id, memory_order_relaxed) == 0) {
-        m_alloc_tls.tc[h->slot] = NULL;
+        m_alloc_tls_set(h->slot, NULL);
         if (m_alloc_tls.dflt == mine)
-            m_alloc_tls.dflt = NULL;
+            m_alloc_tls.dflt = M_ALLOC_TC_NONE;
         m_alloc_tcache_release(mine, false);
     }
     m_alloc_arenas_release(h);
@@ -775,7 +775,7 @@ size_t moat_heap_trim(moat_heap *h)
 {
     if (!h)
         return 0;
-    struct m_alloc_tcache *tc = h->slot != M_ALLOC_NO_SLOT ? m_alloc_tls.tc[h->slot] : NULL;
+    struct m_alloc_tcache *tc = h->slot != M_ALLOC_NO_SLOT ? m_alloc_tls_cache(h->slot) : NULL;
     if (tc && atomic_load_explicit(&tc->heap_id, memory_order_relaxed) == h->id)
         m_alloc_tcache_flush(tc);
     m_alloc_drain_all(h, true);
@@ -802,7 +802,7 @@ int moat_heap_stats_get(moat_heap *h, struct moat_alloc_stats *out)
     pthread_mutex_lock(&g->lock);
     for (struct m_alloc_tcache *tc = h->tcaches; tc; tc = tc->reg_next) {
         for (unsigned c = 0; c < M_ALLOC_NCLASSES; c++) {
-            cached[c] += M_ALLOC_OWNER_READ(tc->bins[c].count);
+            cached[c] += m_alloc_bin_count(&tc->bins[c]);
             cached[c] += M_ALLOC_OWNER_READ(tc->bins[c].rcount);
             allocs[c] += M_ALLOC_OWNER_READ(tc->bins[c].allocs);
             sbytes[c] += M_ALLOC_OWNER_READ(tc->bins[c].sample_bytes);

@@ -43,7 +43,16 @@
 
 #include <sys/mman.h>
 
-__thread struct m_alloc_tls m_alloc_tls __attribute__((tls_model("initial-exec")));
+/* Never registered, never used: its checks fail (see M_ALLOC_TC_NONE). */
+struct m_alloc_tcache m_alloc_tcache_none = {
+    .live_heap = (struct moat_heap *)(uintptr_t)1, /* bit 0: M_ALLOC_STOLEN */
+    .heap_id = M_ALLOC_STOLEN,
+};
+
+__thread struct m_alloc_tls m_alloc_tls __attribute__((tls_model("initial-exec"))) = {
+    .dflt = M_ALLOC_TC_NONE,
+    .tc = {[0 ... M_ALLOC_TLS_SLOTS] = M_ALLOC_TC_NONE},
+};
 
 #define M_DECAY_EVENTS 256
 
@@ -156,7 +165,7 @@ static void bin_give_back(struct m_alloc_tcache *tc, unsigned c, uint32_t k, boo
 {
     struct m_alloc_bin *b = &tc->bins[c];
     struct moat_heap *h = tc->heap;
-    uint32_t count = b->count;
+    uint32_t count = m_alloc_bin_count(b);
     if (k > count)
         k = count;
     if (k == 0)
@@ -172,8 +181,7 @@ static void bin_give_back(struct m_alloc_tcache *tc, unsigned c, uint32_t k, boo
     if (!m_alloc_link_ok(h, rest))
         m_alloc_die_corrupt((void *)last);
     b->head = rest;
-    count -= k;
-    M_ALLOC_OWNER_SET(b->count, count);
+    M_ALLOC_OWNER_SET(b->room, b->room + (int32_t)k);
     if (transfer)
         tc->parked[0][c / 64] |= 1ULL << (c % 64);
     m_alloc_give_back(h, c, first, last, k, transfer);
@@ -184,7 +192,8 @@ static void bin_shrink(struct m_alloc_tcache *tc, unsigned c, uint32_t by)
     struct m_alloc_bin *b = &tc->bins[c];
     if (by > b->max)
         by = b->max;
-    b->max -= by;
+    M_ALLOC_OWNER_SET(b->max, b->max - by);
+    M_ALLOC_OWNER_SET(b->room, b->room - (int32_t)by);
     tc->max_bytes -= (size_t)by * m_alloc_class_size[c];
 }
 
@@ -243,7 +252,7 @@ void m_alloc_free_remote(struct m_alloc_tcache *tc, unsigned c, uintptr_t a,
 static void tcache_flush_how(struct m_alloc_tcache *tc, bool park)
 {
     for (unsigned c = 0; c < M_ALLOC_NCLASSES; c++) {
-        uint32_t count = tc->bins[c].count;
+        uint32_t count = m_alloc_bin_count(&tc->bins[c]);
         if (count || tc->bins[c].rcount) {
             bin_give_back(tc, c, count, park);
             remote_give_back(tc, c, park);
@@ -278,7 +287,7 @@ void m_alloc_tcache_flush(struct m_alloc_tcache *tc)
 static bool tcache_holds(struct m_alloc_tcache *tc)
 {
     for (unsigned c = 0; c < M_ALLOC_NCLASSES; c++)
-        if (M_ALLOC_OWNER_READ(tc->bins[c].count) || M_ALLOC_OWNER_READ(tc->bins[c].rcount))
+        if (m_alloc_bin_count(&tc->bins[c]) || M_ALLOC_OWNER_READ(tc->bins[c].rcount))
             return true;
     return false;
 }
@@ -342,12 +351,13 @@ static void tcache_decay(struct m_alloc_tcache *tc)
     tc->cap_bytes = m_alloc_tcache_cap(tc->heap);
     for (unsigned c = 0; c < M_ALLOC_NCLASSES; c++) {
         struct m_alloc_bin *b = &tc->bins[c];
-        if (b->max == 0 && b->count == 0 && b->rcount == 0)
+        uint32_t count = m_alloc_bin_count(b);
+        if (b->max == 0 && count == 0 && b->rcount == 0)
             continue; /* a class this thread does not use */
         /* parked in the transfer slots: another thread's refill takes
          * them whole, else the next decay puts them back into their slabs */
-        if (b->refills == 0 && b->count > 0) {
-            uint32_t k = (b->count + 1) / 2;
+        if (b->refills == 0 && count > 0) {
+            uint32_t k = (count + 1) / 2;
             bin_give_back(tc, c, k, true);
             bin_shrink(tc, c, k);
         }
@@ -368,8 +378,8 @@ static void tcache_decay(struct m_alloc_tcache *tc)
         for (unsigned c = 0; c < M_ALLOC_NCLASSES; c++) {
             struct m_alloc_bin *b = &tc->bins[c];
             bin_shrink(tc, c, (b->max + 1) / 2);
-            if (b->count > b->max)
-                bin_give_back(tc, c, b->count - b->max, false);
+            if (b->room < 0)
+                bin_give_back(tc, c, (uint32_t)-b->room, false);
         }
     }
 }
@@ -397,7 +407,8 @@ static void bin_grow(struct m_alloc_tcache *tc, unsigned c, uint32_t by)
         by = cap - b->max;
     size_t nbytes = (size_t)by * m_alloc_class_size[c];
     if (by && tc->max_bytes + nbytes <= tc->cap_bytes) {
-        b->max += by;
+        M_ALLOC_OWNER_SET(b->max, b->max + by);
+        M_ALLOC_OWNER_SET(b->room, b->room + (int32_t)by);
         tc->max_bytes += nbytes;
     }
 }
@@ -410,9 +421,9 @@ void m_alloc_tcache_overflow(struct m_alloc_tcache *tc, unsigned c)
      * batch of room, so its blocks go back a batch at a time */
     if (b->max < batch)
         bin_grow(tc, c, batch - b->max);
-    uint32_t count = b->count;
-    if (count <= b->max)
+    if (b->room >= 0)
         return;
+    uint32_t count = m_alloc_bin_count(b);
     uint32_t keep = b->max / 2;
     bin_give_back(tc, c, count - keep, true);
     tcache_event(tc);
@@ -449,7 +460,7 @@ void *m_alloc_tcache_refill_pop(struct m_alloc_tcache *tc, unsigned c, size_t n)
     M_ALLOC_OWNER_ADD(b->samples, 1);
     /* the list was empty: the chain becomes the list */
     b->head = chain;
-    M_ALLOC_OWNER_SET(b->count, got);
+    M_ALLOC_OWNER_SET(b->room, (int32_t)b->max - (int32_t)got);
     return (void *)m_alloc_bin_pop_checked(tc, h, c, n);
 }
 
@@ -584,7 +595,7 @@ struct m_alloc_tcache *m_alloc_tcache_get(struct moat_heap *h)
     if (h->slot == M_ALLOC_NO_SLOT)
         return NULL;
     struct m_alloc_tls *t = &m_alloc_tls;
-    struct m_alloc_tcache *tc = t->tc[h->slot];
+    struct m_alloc_tcache *tc = m_alloc_tls_cache(h->slot);
     if (tc && atomic_load_explicit(&tc->heap_id, memory_order_acquire) == (h->id | M_ALLOC_STOLEN))
         wait_while_stolen(tc);
     if (tc && atomic_load_explicit(&tc->heap_id, memory_order_acquire) == h->id)
@@ -595,9 +606,9 @@ struct m_alloc_tcache *m_alloc_tcache_get(struct moat_heap *h)
     t->state = M_ALLOC_TLS_BUSY; /* whatever runs below allocates uncached */
     if (tc) {
         /* left over from a destroyed heap that had this slot */
-        t->tc[h->slot] = NULL;
+        m_alloc_tls_set(h->slot, NULL);
         if (t->dflt == tc)
-            t->dflt = NULL;
+            t->dflt = M_ALLOC_TC_NONE;
         m_alloc_tcache_release(tc, false);
     }
     if (prev == M_ALLOC_TLS_NEW)
@@ -611,7 +622,7 @@ struct m_alloc_tcache *m_alloc_tcache_get(struct moat_heap *h)
         tc->cap_bytes = m_alloc_tcache_cap(h);
     }
     pthread_mutex_unlock(&m_alloc_global.lock);
-    t->tc[h->slot] = tc;
+    m_alloc_tls_set(h->slot, tc);
     t->state = M_ALLOC_TLS_LIVE;
     return tc;
 }
@@ -633,12 +644,12 @@ void m_alloc_thread_exit(void *arg)
     (void)arg;
     struct m_alloc_tls *t = &m_alloc_tls;
     t->state = M_ALLOC_TLS_DEAD;
-    t->dflt = NULL;
+    t->dflt = M_ALLOC_TC_NONE;
     for (int s = 0; s < M_ALLOC_TLS_SLOTS; s++) {
-        struct m_alloc_tcache *tc = t->tc[s];
+        struct m_alloc_tcache *tc = m_alloc_tls_cache(s);
         if (!tc)
             continue;
-        t->tc[s] = NULL;
+        m_alloc_tls_set(s, NULL);
         m_alloc_tcache_release(tc, true);
     }
 }
