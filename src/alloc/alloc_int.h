@@ -258,9 +258,10 @@ struct m_alloc_page {
 struct m_alloc_pmap {
     uint8_t kind;
     uint8_t cls;
-    uint8_t owner; /* a slab's head: tag of the cache that last took blocks
-                    * from it (written under the class lock, read by free;
-                    * both with __atomic builtins) */
+    uint8_t owner; /* a slab: tag of the cache that last took blocks from it,
+                    * in every page's entry, so that free finds it in the
+                    * entry it reads anyway (written under the class lock,
+                    * read by free; both with __atomic builtins) */
     uint8_t pad;
     /* bytes back to the span's head (its page offset << M_ALLOC_PAGE_SHIFT):
      * free adds it to the pointer's offset in its page without a shift */
@@ -675,6 +676,11 @@ static inline uintptr_t m_alloc_tag(const uintptr_t *key, uintptr_t blk)
 
 /* report.c: fatal errors (one line on stderr, then abort) */
 _Noreturn void m_alloc_die(const char *what, const void *p, const char *detail);
+/* The same for free's two errors, declared as returning so that the fast
+ * path reaches them by a jump (a call of a _Noreturn function would make
+ * it keep the stack aligned for the call: two instructions every free). */
+void m_alloc_die_not_block(const void *p);
+void m_alloc_die_double_free(const void *p);
 _Noreturn void m_alloc_die_corrupt(const void *blk);
 void m_alloc_warn(const char *msg, const char *detail, int err);
 void m_alloc_stats_write(struct moat_heap *h, int fd);
@@ -818,7 +824,7 @@ void m_alloc_free_generic_leave(void *p);
 void m_alloc_free_uncached_leave(struct moat_heap *h, unsigned c, uintptr_t blk);
 void m_alloc_tcache_overflow_leave(struct m_alloc_tcache *tc, unsigned c);
 void m_alloc_free_remote_leave(struct m_alloc_tcache *tc, unsigned c, uintptr_t a,
-                               struct m_alloc_pmap *head);
+                               const struct m_alloc_pmap *pm);
 
 /* A free of a block whose slab another cache takes blocks from (see
  * tcache.c).  Only blocks below 256 bytes (four cache lines) take this
@@ -827,7 +833,7 @@ void m_alloc_free_remote_leave(struct m_alloc_tcache *tc, unsigned c, uintptr_t 
  * its round trip through the class. */
 #define M_ALLOC_REMOTE_MIN_CLASS 15u /* 256 bytes */
 void m_alloc_free_remote(struct m_alloc_tcache *tc, unsigned c, uintptr_t a,
-                         struct m_alloc_pmap *head);
+                         const struct m_alloc_pmap *pm);
 
 /* Push free block a onto the cache list of class c (tag it free). */
 static inline void m_alloc_bin_push(struct m_alloc_tcache *tc, unsigned c, uintptr_t a)
@@ -885,6 +891,14 @@ static inline struct m_alloc_pmap *m_alloc_pmap_head(const struct m_alloc_pmap *
     return (struct m_alloc_pmap *)((uintptr_t)pm - (off_bytes >> (M_ALLOC_PAGE_SHIFT - 3)));
 }
 
+/* Mark the slab whose head entry is head (class c) as taken from by the
+ * cache with tag `tag`: in all its pages' entries. */
+static inline void m_alloc_slab_owner_set(struct m_alloc_pmap *head, unsigned c, uint8_t tag)
+{
+    for (uint32_t i = 0; i < m_alloc_class_info[c].slab_pages; i++)
+        __atomic_store_n(&head[i].owner, tag, __ATOMIC_RELAXED);
+}
+
 /* Check that a (in page pg of a slab of arena ar) is the start of a block
  * (else moat did not hand it out: an interior or made-up pointer); then
  * push it onto this thread's cache after checking its free tag (else a
@@ -906,14 +920,13 @@ static inline void m_alloc_slab_free(const struct m_alloc_arena *ar, const struc
         uint8_t mine = tc->tag;
         if (M_ALLOC_UNLIKELY(((uintptr_t *)a)[1] == tag))
             m_alloc_die("free(): double free", (void *)a, "the block is already free");
-        struct m_alloc_pmap *head = m_alloc_pmap_head(pm, offb);
         /* one branch (`|`, not `||`): the class test alone is random in a
          * mixed workload, the combined test is not */
-        if (M_ALLOC_LIKELY((__atomic_load_n(&head->owner, __ATOMIC_RELAXED) == mine) |
+        if (M_ALLOC_LIKELY((__atomic_load_n(&pm->owner, __ATOMIC_RELAXED) == mine) |
                            (c >= M_ALLOC_REMOTE_MIN_CLASS)))
             m_alloc_bin_push(tc, c, a);
         else
-            m_alloc_free_remote(tc, c, a, head);
+            m_alloc_free_remote(tc, c, a, pm);
         return;
     }
     m_alloc_free_uncached(ar->heap, c, a);
@@ -930,8 +943,10 @@ static inline void m_alloc_slab_free_leave(const struct m_alloc_arena *ar,
     /* one load for both fields: it spares free's fast path a register
      * (and with it a push and a pop) */
     struct m_alloc_class_check ck = m_alloc_class_check[c];
-    if (M_ALLOC_UNLIKELY(off * ck.magic >= ck.magic || off >= ck.used_bytes))
-        m_alloc_die("free(): invalid pointer", (void *)a, "not the start of a block");
+    if (M_ALLOC_UNLIKELY(off * ck.magic >= ck.magic || off >= ck.used_bytes)) {
+        m_alloc_die_not_block((void *)a);
+        return;
+    }
     struct m_alloc_tcache *tc = m_alloc_tls.tc[ar->slot];
     if (M_ALLOC_UNLIKELY(atomic_load_explicit(&tc->heap_id, memory_order_acquire) != ar->heap_id)) {
         m_alloc_free_uncached_leave(ar->heap, c, a);
@@ -939,14 +954,15 @@ static inline void m_alloc_slab_free_leave(const struct m_alloc_arena *ar,
     }
     uintptr_t *w = (uintptr_t *)a;
     uintptr_t tag = m_alloc_tag(tc->key, a);
-    if (M_ALLOC_UNLIKELY(w[1] == tag))
-        m_alloc_die("free(): double free", (void *)a, "the block is already free");
-    struct m_alloc_pmap *head = m_alloc_pmap_head(pm, offb);
+    if (M_ALLOC_UNLIKELY(w[1] == tag)) {
+        m_alloc_die_double_free((void *)a);
+        return;
+    }
     /* one branch (`|`, not `||`): the class test alone is random in a
      * mixed workload, the combined test is not */
-    if (M_ALLOC_UNLIKELY((__atomic_load_n(&head->owner, __ATOMIC_RELAXED) != tc->tag) &
+    if (M_ALLOC_UNLIKELY((__atomic_load_n(&pm->owner, __ATOMIC_RELAXED) != tc->tag) &
                          (c < M_ALLOC_REMOTE_MIN_CLASS))) {
-        m_alloc_free_remote_leave(tc, c, a, head);
+        m_alloc_free_remote_leave(tc, c, a, pm);
         return;
     }
     struct m_alloc_bin *b = &tc->bins[c];

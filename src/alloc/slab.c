@@ -140,7 +140,7 @@ static struct m_alloc_page *slab_new(struct moat_heap *h, unsigned c, struct m_a
     if (s) {
         m_alloc_set_span_pages(*arp, s, M_ALLOC_PK_SLAB, (uint8_t)c);
         s->flags = 0;
-        __atomic_store_n(&m_alloc_pmap_of(*arp, s)->owner, 0, __ATOMIC_RELAXED);
+        m_alloc_slab_owner_set(m_alloc_pmap_of(*arp, s), c, 0);
         s->bucket = 0;
         s->used = 0;
         s->free = 0;
@@ -432,7 +432,7 @@ uintptr_t m_alloc_refill(struct moat_heap *h, unsigned c, uint32_t want, uint8_t
         atomic_store_explicit(&s->bumped, (uint16_t)bumped, memory_order_release);
         struct m_alloc_pmap *pm = m_alloc_pmap_of(ar, s);
         if (__atomic_load_n(&pm->owner, __ATOMIC_RELAXED) != tag)
-            __atomic_store_n(&pm->owner, tag, __ATOMIC_RELAXED); /* a line free reads */
+            m_alloc_slab_owner_set(pm, c, tag); /* lines free reads */
         s->used = (uint16_t)(s->used + taken);
         cl->used += taken;
         n += taken;

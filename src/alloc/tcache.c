@@ -224,11 +224,11 @@ static void remote_give_back(struct m_alloc_tcache *tc, unsigned c, bool transfe
  * lines the owner's thread writes too.
  */
 void m_alloc_free_remote(struct m_alloc_tcache *tc, unsigned c, uintptr_t a,
-                         struct m_alloc_pmap *head)
+                         const struct m_alloc_pmap *pm)
 {
-    uint8_t owner = __atomic_load_n(&head->owner, __ATOMIC_RELAXED);
+    uint8_t owner = __atomic_load_n(&pm->owner, __ATOMIC_RELAXED);
     if (!atomic_load_explicit(&m_alloc_tag_live[owner], memory_order_relaxed)) {
-        __atomic_store_n(&head->owner, tc->tag, __ATOMIC_RELAXED);
+        m_alloc_slab_owner_set(m_alloc_pmap_head(pm, pm->off_bytes), c, tc->tag);
         m_alloc_bin_push(tc, c, a);
         return;
     }
@@ -504,10 +504,10 @@ void m_alloc_tcache_overflow_leave(struct m_alloc_tcache *tc, unsigned c)
 }
 
 void m_alloc_free_remote_leave(struct m_alloc_tcache *tc, unsigned c, uintptr_t a,
-                               struct m_alloc_pmap *head)
+                               const struct m_alloc_pmap *pm)
 {
     m_alloc_slow_enter();
-    m_alloc_free_remote(tc, c, a, head);
+    m_alloc_free_remote(tc, c, a, pm);
     m_alloc_slow_leave();
     m_alloc_leave();
 }
