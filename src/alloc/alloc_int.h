@@ -792,6 +792,8 @@ static inline struct moat_heap *m_alloc_default(void)
 static inline uintptr_t m_alloc_bin_pop(struct m_alloc_tcache *tc, unsigned c, size_t n)
 {
     struct m_alloc_bin *b = &tc->bins[c];
+    /* computed once: without this the compiler recomputes it at the end */
+    __asm__("" : "+r"(b));
     uintptr_t blk = b->head;
     if (M_ALLOC_UNLIKELY(!blk))
         return 0;
