@@ -93,10 +93,10 @@ static void test_block_start_check(void **state)
     for (unsigned c = 0; c < M_ALLOC_NCLASSES; c++) {
         uint32_t size = m_alloc_class_size[c];
         const struct m_alloc_class_check *ck = &m_alloc_class_check[c];
-        assert_int_equal(ck->used_bytes, m_alloc_class_info[c].used_bytes);
+        assert_true(ck->limit > 0);
         uint32_t limit = m_alloc_class_info[c].slab_pages * (uint32_t)M_ALLOC_PAGE;
         for (uint32_t off = 0; off < limit; off++) {
-            bool fast = !(off * ck->magic >= ck->magic || off >= ck->used_bytes);
+            bool fast = off * ck->mul < ck->limit;
             bool exact = off % size == 0 && off / size < m_alloc_class_info[c].capacity;
             if (fast != exact)
                 fail_msg("class %u size %u offset %u: fast %d exact %d", c, size, off, fast, exact);

@@ -160,16 +160,19 @@ struct m_alloc_class_info {
 extern struct m_alloc_class_info m_alloc_class_info[M_ALLOC_NCLASSES];
 
 /*
- * What free's fast path needs of a class, in one 8-byte entry: the
- * reciprocal, and the bytes of a slab that hold blocks.  An offset `off` in
- * a slab is a block's start iff (uint32_t)(off * magic) < magic (Lemire's
- * divisibility test: the low half of the product is the remainder scaled;
- * test_alloc_classes checks it for every class and offset) and
- * off < used_bytes: one multiplication and two compares.
+ * What free's fast path needs of a class, in one 8-byte entry.  With
+ * mul = floor(2^32 / size) + 1, size * mul = 2^32 + e for some e in
+ * [1, size], so an offset off = k * size + r in a slab multiplies to
+ * (uint32_t)(off * mul) = k * e + r * mul (no wrap-around for the sizes and
+ * offsets of a slab): below capacity * e exactly for block starts (r = 0,
+ * k < capacity), and at least mul > capacity * e for every other offset
+ * (r > 0).  So one multiplication and one compare against limit = capacity
+ * * e tell a block's start from an interior or tail pointer;
+ * test_alloc_classes checks it for every class and every offset of a slab.
  */
 struct m_alloc_class_check {
-    uint32_t magic;
-    uint32_t used_bytes;
+    uint32_t mul;
+    uint32_t limit;
 };
 extern struct m_alloc_class_check m_alloc_class_check[M_ALLOC_NCLASSES];
 
@@ -914,7 +917,7 @@ static inline void m_alloc_slab_free(const struct m_alloc_arena *ar, const struc
     uint32_t offb = pm->off_bytes;
     uint32_t off = (uint32_t)(a & (M_ALLOC_PAGE - 1)) + offb;
     const struct m_alloc_class_check *ck = &m_alloc_class_check[c];
-    if (M_ALLOC_UNLIKELY(off * ck->magic >= ck->magic || off >= ck->used_bytes))
+    if (M_ALLOC_UNLIKELY(off * ck->mul >= ck->limit))
         m_alloc_die("free(): invalid pointer", (void *)a, "not the start of a block");
     struct m_alloc_tcache *tc = m_alloc_tls.tc[ar->slot];
     if (M_ALLOC_LIKELY(atomic_load_explicit(&tc->heap_id, memory_order_acquire) == ar->heap_id)) {
@@ -942,10 +945,8 @@ static inline void m_alloc_slab_free_leave(const struct m_alloc_arena *ar,
     unsigned c = pm->cls;
     uint32_t offb = pm->off_bytes;
     uint32_t off = (uint32_t)(a & (M_ALLOC_PAGE - 1)) + offb;
-    /* one load for both fields: it spares free's fast path a register
-     * (and with it a push and a pop) */
     struct m_alloc_class_check ck = m_alloc_class_check[c];
-    if (M_ALLOC_UNLIKELY(off * ck.magic >= ck.magic || off >= ck.used_bytes)) {
+    if (M_ALLOC_UNLIKELY(off * ck.mul >= ck.limit)) {
         m_alloc_die_not_block((void *)a);
         return;
     }
@@ -984,7 +985,7 @@ static inline void m_alloc_slab_free_leave(const struct m_alloc_arena *ar,
  * Free.  The arena of a pointer in a normal arena is its 64 MiB chunk; the
  * chunk map only confirms it (a load that does not hold up the others).
  * Everything else - large objects, odd and huge arenas, pointers that are
- * not moat's - takes the generic path.
+ * not moat's, NULL (chunk 0 never holds an arena) - takes the generic path.
  */
 static inline void m_alloc_free_block(void *p)
 {

@@ -84,8 +84,10 @@ void m_alloc_classes_init(void)
         ci->capacity = best * (uint32_t)M_ALLOC_PAGE / size;
         ci->cap_magic = (uint32_t)(((uint64_t)1 << 32) / ci->capacity - (ci->capacity == 1));
         ci->used_bytes = ci->capacity * size;
-        m_alloc_class_check[c].magic = m_alloc_class_magic[c];
-        m_alloc_class_check[c].used_bytes = ci->used_bytes;
+        uint32_t mul = (uint32_t)(((uint64_t)1 << 32) / size + 1);
+        m_alloc_class_check[c].mul = mul;
+        m_alloc_class_check[c].limit =
+            ci->capacity * (uint32_t)((uint64_t)size * mul - ((uint64_t)1 << 32));
         ci->batch = clamp32(8192 / size, 1, 32);
         /* a cached block pins its slab: classes whose slabs hold a few
          * blocks cache no more than a slab's worth */

@@ -34,8 +34,8 @@ M_EXPORT void *malloc(size_t n)
 
 M_EXPORT void free(void *p)
 {
-    if (p)
-        m_alloc_free_block(p);
+    /* NULL fails the chunk test and ends in the generic path (no test here) */
+    m_alloc_free_block(p);
 }
 
 M_EXPORT void *calloc(size_t count, size_t size)
