@@ -447,6 +447,7 @@ static void test_destroy_and_reuse_slots(void **state)
     (void)state;
     /* more heaps than TLS slots: the extra ones run uncached */
     moat_heap *hs[M_ALLOC_TLS_SLOTS + 3];
+    size_t chunk[M_ALLOC_TLS_SLOTS + 3];
     for (int i = 0; i < M_ALLOC_TLS_SLOTS + 3; i++) {
         hs[i] = new_heap(i % 2 ? 4u << 20 : 0);
         pthread_t t;
@@ -454,11 +455,19 @@ static void test_destroy_and_reuse_slots(void **state)
         pthread_create(&t, NULL, use_heap, hs[i]);
         pthread_join(t, &left);
         assert_non_null(left);
+        /* free's fast path finds the thread's cache by the chunk's byte:
+         * 1 + the heap's slot (M_ALLOC_NO_SLOT for the heaps beyond them) */
+        chunk[i] = ((uintptr_t)left >> M_ALLOC_CHUNK_SHIFT) & (M_ALLOC_NCHUNKS - 1);
+        assert_int_equal(atomic_load(&m_alloc_chunk_slot[chunk[i]]), hs[i]->slot + 1);
+        if (i >= M_ALLOC_TLS_SLOTS)
+            assert_int_equal(hs[i]->slot, M_ALLOC_NO_SLOT);
         moat_free(left);
         use_heap(hs[i]);
     }
-    for (int i = 0; i < M_ALLOC_TLS_SLOTS + 3; i += 2)
+    for (int i = 0; i < M_ALLOC_TLS_SLOTS + 3; i += 2) {
         assert_int_equal(moat_heap_destroy(hs[i]), 0);
+        assert_int_equal(atomic_load(&m_alloc_chunk_slot[chunk[i]]), 0);
+    }
     /* new heaps take the freed slots; this thread's old caches must not
      * be mistaken for theirs */
     for (int i = 0; i < M_ALLOC_TLS_SLOTS + 3; i += 2) {

@@ -308,6 +308,13 @@ static inline struct m_alloc_pmap *m_alloc_pmap_of(const struct m_alloc_arena *a
 #define M_ALLOC_CHUNK_ARENA 2u
 extern _Atomic(uintptr_t) m_alloc_chunk_map[M_ALLOC_NCHUNKS];
 
+/* Chunk -> 1 + the TLS slot of the heap of the normal arena that starts
+ * there, 0 for every other chunk: free's fast path reads this byte (one
+ * load tells it the pointer is in a normal arena and which of the thread's
+ * caches it goes to; no compare with the chunk's address, no load of the
+ * arena's slot). */
+extern _Atomic uint8_t m_alloc_chunk_slot[M_ALLOC_NCHUNKS];
+
 struct m_alloc_arena *m_alloc_arena_of_odd(uintptr_t a);
 
 static inline uintptr_t m_alloc_chunk_entry(uintptr_t a)
@@ -635,11 +642,13 @@ struct m_alloc_global {
     struct moat_heap *heaps;
     uint32_t slots_used; /* bitmap of TLS slots */
     _Atomic uint64_t next_id;
-    _Atomic(struct moat_heap *) default_heap;
     struct m_alloc_tcache *pool; /* free cache structures */
     size_t pool_bytes;
 };
 extern struct m_alloc_global m_alloc_global;
+/* The default heap (NULL before the first use): a variable of its own,
+ * hidden, so that malloc's fast path loads it with one instruction. */
+extern _Atomic(struct moat_heap *) m_alloc_default_heap __attribute__((visibility("hidden")));
 
 /* ------------------------------------------------------------------------
  * Encoded links and free tags
@@ -784,7 +793,7 @@ uint64_t m_alloc_random(void);
 
 static inline struct moat_heap *m_alloc_default(void)
 {
-    struct moat_heap *h = atomic_load_explicit(&m_alloc_global.default_heap, memory_order_acquire);
+    struct moat_heap *h = atomic_load_explicit(&m_alloc_default_heap, memory_order_acquire);
     if (M_ALLOC_UNLIKELY(!h))
         h = m_alloc_default_slow();
     return h;
@@ -824,7 +833,7 @@ static inline uintptr_t m_alloc_bin_pop(struct m_alloc_tcache *tc, unsigned c, s
 /* The slow paths the fast paths end in, each followed by m_alloc_leave()
  * (tcache.c): called in tail position, so that the fast paths need no
  * stack frame. */
-void *m_alloc_malloc_slow_leave(struct moat_heap *h, size_t n);
+void *m_alloc_malloc_slow_leave(size_t n, struct moat_heap *h);
 void m_alloc_free_generic_leave(void *p);
 void m_alloc_free_uncached_leave(struct moat_heap *h, unsigned c, uintptr_t blk);
 void m_alloc_tcache_overflow_leave(struct m_alloc_tcache *tc, unsigned c);
@@ -861,7 +870,7 @@ static inline void *m_alloc_default_malloc(size_t n)
 {
     m_alloc_enter();
     struct m_alloc_tcache *tc = m_alloc_tls.dflt;
-    struct moat_heap *h = atomic_load_explicit(&m_alloc_global.default_heap, memory_order_relaxed);
+    struct moat_heap *h = atomic_load_explicit(&m_alloc_default_heap, memory_order_relaxed);
     if (M_ALLOC_LIKELY(n <= M_ALLOC_SMALL_MAX &&
                        atomic_load_explicit(&tc->live_heap, memory_order_acquire) == h)) {
         uintptr_t blk = m_alloc_bin_pop(tc, m_alloc_size_class(n), n);
@@ -870,7 +879,8 @@ static inline void *m_alloc_default_malloc(size_t n)
             return (void *)blk;
         }
     }
-    return m_alloc_malloc_slow_leave(NULL, n);
+    /* n first: it stays where the call found it */
+    return m_alloc_malloc_slow_leave(n, NULL);
 }
 
 static inline void *m_alloc_heap_malloc(struct moat_heap *h, size_t n)
@@ -885,7 +895,7 @@ static inline void *m_alloc_heap_malloc(struct moat_heap *h, size_t n)
             return (void *)blk;
         }
     }
-    return m_alloc_malloc_slow_leave(h, n);
+    return m_alloc_malloc_slow_leave(n, h);
 }
 
 /* The entry of the head of pm's span: entries are 8 bytes, so the page
@@ -940,7 +950,7 @@ static inline void m_alloc_slab_free(const struct m_alloc_arena *ar, const struc
 /* m_alloc_slab_free for free's fast path: the same, then m_alloc_leave(),
  * with every slow path in tail position. */
 static inline void m_alloc_slab_free_leave(const struct m_alloc_arena *ar,
-                                           const struct m_alloc_pmap *pm, uintptr_t a)
+                                           const struct m_alloc_pmap *pm, uintptr_t a, size_t slot)
 {
     unsigned c = pm->cls;
     uint32_t offb = pm->off_bytes;
@@ -950,7 +960,7 @@ static inline void m_alloc_slab_free_leave(const struct m_alloc_arena *ar,
         m_alloc_die_not_block((void *)a);
         return;
     }
-    struct m_alloc_tcache *tc = m_alloc_tls.tc[ar->slot];
+    struct m_alloc_tcache *tc = m_alloc_tls.tc[slot];
     if (M_ALLOC_UNLIKELY(atomic_load_explicit(&tc->heap_id, memory_order_acquire) != ar->heap_id)) {
         m_alloc_free_uncached_leave(ar->heap, c, a);
         return;
@@ -993,12 +1003,14 @@ static inline void m_alloc_free_block(void *p)
     uintptr_t chunk = a & ~(uintptr_t)(M_ALLOC_CHUNK - 1);
     const struct m_alloc_arena *ar = (const struct m_alloc_arena *)chunk;
     m_alloc_enter();
-    /* + rather than |: the compiler then makes it one lea */
-    if (M_ALLOC_LIKELY(m_alloc_chunk_entry(a) == chunk + M_ALLOC_CHUNK_ARENA)) {
+    size_t slot1 = atomic_load_explicit(
+        &m_alloc_chunk_slot[(a >> M_ALLOC_CHUNK_SHIFT) & (M_ALLOC_NCHUNKS - 1)],
+        memory_order_acquire);
+    if (M_ALLOC_LIKELY(slot1 != 0)) {
         const struct m_alloc_pmap *pm = (const struct m_alloc_pmap *)(chunk + M_ALLOC_PMAP_AT) +
                                         ((a - chunk) >> M_ALLOC_PAGE_SHIFT);
         if (M_ALLOC_LIKELY(pm->kind == M_ALLOC_PK_SLAB)) {
-            m_alloc_slab_free_leave(ar, pm, a);
+            m_alloc_slab_free_leave(ar, pm, a, slot1 - 1);
             return;
         }
     }

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 struct m_alloc_global m_alloc_global = {.lock = PTHREAD_MUTEX_INITIALIZER};
+_Atomic(struct moat_heap *) m_alloc_default_heap;
 
 /* The built-in default heap lives in static storage: creating it allocates
  * nothing, so the drop-in's first malloc cannot recurse. */
@@ -198,7 +199,7 @@ void m_alloc_global_init(void)
     if (err)
         m_alloc_die("moat allocator: cannot reserve the default heap (MOAT_ALLOC_LIMIT)", NULL,
                     "mmap failed");
-    atomic_store_explicit(&g->default_heap, h, memory_order_release);
+    atomic_store_explicit(&m_alloc_default_heap, h, memory_order_release);
     atomic_store_explicit(&g->state, 2, memory_order_release);
     /* after the state is ready: pthread_atfork may itself call malloc */
     pthread_atfork(fork_prepare, fork_parent, fork_child);
@@ -207,7 +208,7 @@ void m_alloc_global_init(void)
 struct moat_heap *m_alloc_default_slow(void)
 {
     m_alloc_global_init();
-    return atomic_load_explicit(&m_alloc_global.default_heap, memory_order_acquire);
+    return atomic_load_explicit(&m_alloc_default_heap, memory_order_acquire);
 }
 
 /* ------------------------------------------------------------------------
@@ -358,7 +359,7 @@ void *m_alloc_malloc_slow(struct moat_heap *h, size_t n)
     for (int attempt = 0; attempt < 2; attempt++) {
         struct m_alloc_tcache *tc = m_alloc_tcache_get(h);
         void *p;
-        if (tc && h == atomic_load_explicit(&m_alloc_global.default_heap, memory_order_relaxed))
+        if (tc && h == atomic_load_explicit(&m_alloc_default_heap, memory_order_relaxed))
             m_alloc_tls.dflt = tc;
         if (tc) {
             p = (void *)m_alloc_bin_pop_checked(tc, h, c, n);
@@ -686,7 +687,7 @@ int moat_heap_destroy(moat_heap *h)
     if (!h || h->builtin)
         return EINVAL;
     struct m_alloc_global *g = &m_alloc_global;
-    if (atomic_load_explicit(&g->default_heap, memory_order_acquire) == h)
+    if (atomic_load_explicit(&m_alloc_default_heap, memory_order_acquire) == h)
         return EBUSY;
     pthread_mutex_lock(&g->lock);
     for (struct moat_heap **pp = &g->heaps; *pp; pp = &(*pp)->next_heap) {
@@ -720,8 +721,7 @@ moat_heap *moat_heap_default(void)
 int moat_heap_set_default(moat_heap *h)
 {
     m_alloc_global_init();
-    atomic_store_explicit(&m_alloc_global.default_heap, h ? h : &builtin_heap,
-                          memory_order_release);
+    atomic_store_explicit(&m_alloc_default_heap, h ? h : &builtin_heap, memory_order_release);
     return 0;
 }
 

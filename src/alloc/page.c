@@ -39,6 +39,7 @@
 #define M_ALLOC_PURGE_MIN_PAGES 16
 
 _Atomic(uintptr_t) m_alloc_chunk_map[M_ALLOC_NCHUNKS];
+_Atomic uint8_t m_alloc_chunk_slot[M_ALLOC_NCHUNKS];
 
 /* Arenas that share a chunk with another (caller regions are not aligned to
  * chunks); looked up by scanning. */
@@ -96,6 +97,9 @@ int m_alloc_chunk_register(struct m_alloc_arena *ar)
         if (e == 0 && !ar->odd) {
             atomic_store_explicit(&m_alloc_chunk_map[c], (uintptr_t)ar | M_ALLOC_CHUNK_ARENA,
                                   memory_order_release);
+            if (c << M_ALLOC_CHUNK_SHIFT == (uintptr_t)ar)
+                atomic_store_explicit(&m_alloc_chunk_slot[c], (uint8_t)(ar->slot + 1),
+                                      memory_order_release);
             continue;
         }
         /* shared chunk: both arenas go to the list, the chunk is tagged */
@@ -121,8 +125,10 @@ void m_alloc_chunk_unregister(struct m_alloc_arena *ar)
     pthread_mutex_lock(&chunk_lock);
     for (uintptr_t c = first; c <= last && c < M_ALLOC_NCHUNKS; c++)
         if (atomic_load_explicit(&m_alloc_chunk_map[c], memory_order_relaxed) ==
-            ((uintptr_t)ar | M_ALLOC_CHUNK_ARENA))
+            ((uintptr_t)ar | M_ALLOC_CHUNK_ARENA)) {
+            atomic_store_explicit(&m_alloc_chunk_slot[c], 0, memory_order_release);
             atomic_store_explicit(&m_alloc_chunk_map[c], 0, memory_order_release);
+        }
     for (int i = 0; i < M_ODD_MAX; i++)
         if (atomic_load_explicit(&odd_arenas[i], memory_order_relaxed) == ar)
             atomic_store_explicit(&odd_arenas[i], NULL, memory_order_release);

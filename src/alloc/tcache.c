@@ -470,7 +470,7 @@ void *m_alloc_tcache_refill_pop(struct m_alloc_tcache *tc, unsigned c, size_t n)
 
 /* Each is entered with depth 1 and a valid (checked) cache where it takes
  * one; slow_depth covers the rest of the call, whatever it calls. */
-void *m_alloc_malloc_slow_leave(struct moat_heap *h, size_t n)
+void *m_alloc_malloc_slow_leave(size_t n, struct moat_heap *h)
 {
     m_alloc_slow_enter();
     void *p = m_alloc_malloc_slow(h ? h : m_alloc_default(), n);
