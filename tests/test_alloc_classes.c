@@ -90,9 +90,12 @@ static void test_block_start_check(void **state)
 {
     (void)state;
     m_alloc_classes_init();
+    /* entry 0 is for pages that are not a slab's: no offset passes */
+    for (uint32_t off = 0; off < M_ALLOC_MAX_SLAB_PAGES * (uint32_t)M_ALLOC_PAGE; off++)
+        assert_false(off * m_alloc_class_check[0].mul < m_alloc_class_check[0].limit);
     for (unsigned c = 0; c < M_ALLOC_NCLASSES; c++) {
         uint32_t size = m_alloc_class_size[c];
-        const struct m_alloc_class_check *ck = &m_alloc_class_check[c];
+        const struct m_alloc_class_check *ck = &m_alloc_class_check[c + 1];
         assert_true(ck->limit > 0);
         uint32_t limit = m_alloc_class_info[c].slab_pages * (uint32_t)M_ALLOC_PAGE;
         for (uint32_t off = 0; off < limit; off++) {

@@ -174,7 +174,11 @@ struct m_alloc_class_check {
     uint32_t mul;
     uint32_t limit;
 };
-extern struct m_alloc_class_check m_alloc_class_check[M_ALLOC_NCLASSES];
+/* Indexed by a page's map entry's cls: [c + 1] for class c, and [0] (for
+ * every page that is not a slab's) {0, 0}, which no offset passes - so
+ * free's one test also turns away large objects and free pages. */
+extern struct m_alloc_class_check m_alloc_class_check[M_ALLOC_NCLASSES + 1];
+_Static_assert(M_ALLOC_NCLASSES + 1 <= 255, "a page's map entry holds 1 + its class in a byte");
 
 void m_alloc_classes_init(void);
 
@@ -260,7 +264,7 @@ struct m_alloc_page {
  */
 struct m_alloc_pmap {
     uint8_t kind;
-    uint8_t cls;
+    uint8_t cls;   /* 1 + the size class on a slab's pages, 0 on every other page */
     uint8_t owner; /* a slab: tag of the cache that last took blocks from it,
                     * in every page's entry, so that free finds it in the
                     * entry it reads anyway (written under the class lock,
@@ -688,10 +692,9 @@ static inline uintptr_t m_alloc_tag(const uintptr_t *key, uintptr_t blk)
 
 /* report.c: fatal errors (one line on stderr, then abort) */
 _Noreturn void m_alloc_die(const char *what, const void *p, const char *detail);
-/* The same for free's two errors, declared as returning so that the fast
- * path reaches them by a jump (a call of a _Noreturn function would make
- * it keep the stack aligned for the call: two instructions every free). */
-void m_alloc_die_not_block(const void *p);
+/* The same for a double free, declared as returning so that free's fast
+ * path reaches it by a jump (a call of a _Noreturn function would make it
+ * keep the stack aligned for the call: two instructions every free). */
 void m_alloc_die_double_free(const void *p);
 _Noreturn void m_alloc_die_corrupt(const void *blk);
 void m_alloc_warn(const char *msg, const char *detail, int err);
@@ -923,10 +926,10 @@ static inline void m_alloc_slab_owner_set(struct m_alloc_pmap *head, unsigned c,
 static inline void m_alloc_slab_free(const struct m_alloc_arena *ar, const struct m_alloc_pmap *pm,
                                      uintptr_t a)
 {
-    unsigned c = pm->cls;
     uint32_t offb = pm->off_bytes;
     uint32_t off = (uint32_t)(a & (M_ALLOC_PAGE - 1)) + offb;
-    const struct m_alloc_class_check *ck = &m_alloc_class_check[c];
+    const struct m_alloc_class_check *ck = &m_alloc_class_check[pm->cls];
+    unsigned c = pm->cls - 1u;
     if (M_ALLOC_UNLIKELY(off * ck->mul >= ck->limit))
         m_alloc_die("free(): invalid pointer", (void *)a, "not the start of a block");
     struct m_alloc_tcache *tc = m_alloc_tls.tc[ar->slot];
@@ -952,14 +955,16 @@ static inline void m_alloc_slab_free(const struct m_alloc_arena *ar, const struc
 static inline void m_alloc_slab_free_leave(const struct m_alloc_arena *ar,
                                            const struct m_alloc_pmap *pm, uintptr_t a, size_t slot)
 {
-    unsigned c = pm->cls;
-    uint32_t offb = pm->off_bytes;
-    uint32_t off = (uint32_t)(a & (M_ALLOC_PAGE - 1)) + offb;
-    struct m_alloc_class_check ck = m_alloc_class_check[c];
+    size_t c1 = pm->cls; /* c + 1 */
+    uint32_t off = (uint32_t)(a & (M_ALLOC_PAGE - 1)) + pm->off_bytes;
+    struct m_alloc_class_check ck = m_alloc_class_check[c1];
     if (M_ALLOC_UNLIKELY(off * ck.mul >= ck.limit)) {
-        m_alloc_die_not_block((void *)a);
+        /* not a slab's page, or not a block's start: the generic path
+         * sorts it out (a large object) or reports it */
+        m_alloc_free_generic_leave((void *)a);
         return;
     }
+    unsigned c = (unsigned)(c1 - 1);
     struct m_alloc_tcache *tc = m_alloc_tls.tc[slot];
     if (M_ALLOC_UNLIKELY(atomic_load_explicit(&tc->heap_id, memory_order_acquire) != ar->heap_id)) {
         m_alloc_free_uncached_leave(ar->heap, c, a);
@@ -974,11 +979,11 @@ static inline void m_alloc_slab_free_leave(const struct m_alloc_arena *ar,
     /* one branch (`|`, not `||`): the class test alone is random in a
      * mixed workload, the combined test is not */
     if (M_ALLOC_UNLIKELY((__atomic_load_n(&pm->owner, __ATOMIC_RELAXED) != tc->tag) &
-                         (c < M_ALLOC_REMOTE_MIN_CLASS))) {
+                         (c1 <= M_ALLOC_REMOTE_MIN_CLASS))) {
         m_alloc_free_remote_leave(tc, c, a, pm);
         return;
     }
-    struct m_alloc_bin *b = &tc->bins[c];
+    struct m_alloc_bin *b = &tc->bins[c1 - 1];
     w[0] = m_alloc_enc(tc->key, a, b->head);
     w[1] = tag;
     b->head = a;
@@ -1009,10 +1014,8 @@ static inline void m_alloc_free_block(void *p)
     if (M_ALLOC_LIKELY(slot1 != 0)) {
         const struct m_alloc_pmap *pm = (const struct m_alloc_pmap *)(chunk + M_ALLOC_PMAP_AT) +
                                         ((a - chunk) >> M_ALLOC_PAGE_SHIFT);
-        if (M_ALLOC_LIKELY(pm->kind == M_ALLOC_PK_SLAB)) {
-            m_alloc_slab_free_leave(ar, pm, a, slot1 - 1);
-            return;
-        }
+        m_alloc_slab_free_leave(ar, pm, a, slot1 - 1);
+        return;
     }
     m_alloc_free_generic_leave(p);
 }

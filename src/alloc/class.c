@@ -41,7 +41,7 @@ _Static_assert(M_ALLOC_CLASS_SIZE(M_ALLOC_NCLASSES - 1) == M_ALLOC_SMALL_MAX,
                "the last class must be the largest small size");
 
 struct m_alloc_class_info m_alloc_class_info[M_ALLOC_NCLASSES];
-struct m_alloc_class_check m_alloc_class_check[M_ALLOC_NCLASSES];
+struct m_alloc_class_check m_alloc_class_check[M_ALLOC_NCLASSES + 1];
 uint8_t m_alloc_class_lut[M_ALLOC_LUT_SIZE];
 
 static uint32_t clamp32(uint32_t v, uint32_t lo, uint32_t hi)
@@ -85,8 +85,8 @@ void m_alloc_classes_init(void)
         ci->cap_magic = (uint32_t)(((uint64_t)1 << 32) / ci->capacity - (ci->capacity == 1));
         ci->used_bytes = ci->capacity * size;
         uint32_t mul = (uint32_t)(((uint64_t)1 << 32) / size + 1);
-        m_alloc_class_check[c].mul = mul;
-        m_alloc_class_check[c].limit =
+        m_alloc_class_check[c + 1].mul = mul;
+        m_alloc_class_check[c + 1].limit =
             ci->capacity * (uint32_t)((uint64_t)size * mul - ((uint64_t)1 << 32));
         ci->batch = clamp32(8192 / size, 1, 32);
         /* a cached block pins its slab: classes whose slabs hold a few

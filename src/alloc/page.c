@@ -180,8 +180,10 @@ static void span_mark_free(struct m_alloc_arena *ar, struct m_alloc_page *head, 
 {
     struct m_alloc_pmap *pm = m_alloc_pmap_of(ar, head);
     pm->kind = M_ALLOC_PK_FREE;
+    pm->cls = 0;
     pm->off_bytes = 0;
     pm[npages - 1].kind = M_ALLOC_PK_FREE;
+    pm[npages - 1].cls = 0;
     head->kind = M_ALLOC_PK_FREE;
     head->offset = 0;
     head->npages = (uint32_t)npages;
@@ -240,7 +242,7 @@ void m_alloc_set_span_pages(struct m_alloc_arena *ar, struct m_alloc_page *head,
         pg->cls = cls;
         pg->offset = (uint32_t)i;
         pm[i].kind = kind;
-        pm[i].cls = cls;
+        pm[i].cls = kind == M_ALLOC_PK_SLAB ? (uint8_t)(cls + 1) : 0;
         pm[i].off_bytes = (uint32_t)(i << M_ALLOC_PAGE_SHIFT);
     }
 }
@@ -538,6 +540,7 @@ void m_alloc_span_free(struct moat_heap *h, struct m_alloc_arena *ar, struct m_a
     for (size_t i = 0; i < n; i++) {
         head[i].kind = M_ALLOC_PK_FREE;
         pm[i].kind = M_ALLOC_PK_FREE;
+        pm[i].cls = 0; /* free's fast path then turns the page away */
     }
     h->pages_used -= n;
     h->pages_dirty += n;

@@ -113,11 +113,6 @@ _Noreturn void m_alloc_die(const char *what, const void *p, const char *detail)
     abort();
 }
 
-void m_alloc_die_not_block(const void *p)
-{
-    m_alloc_die("free(): invalid pointer", p, "not the start of a block");
-}
-
 void m_alloc_die_double_free(const void *p)
 {
     m_alloc_die("free(): double free", p, "the block is already free");
