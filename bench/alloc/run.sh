@@ -2,7 +2,8 @@
 # run.sh - the allocator workloads of docs/alloc.md with glibc's malloc,
 # mimalloc, jemalloc and moat (LD_PRELOAD) in the same run, interleaved so
 # that other load on the machine falls on all of them alike; prints the
-# median of REPS runs of each and the ratios.
+# median of REPS runs of each and the ratios, and for speed also the median
+# of the ratios within each round (robust to the machine's slow spells).
 #
 #   bench/alloc/run.sh BUILD_DIR            all three workloads
 #   REPS=5 ECALL_SECONDS=30 bench/alloc/run.sh BUILD_DIR
@@ -62,6 +63,18 @@ median() {
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b+0 == 0) print "-"; else printf "%.2f", a/b}'; }
+
+# round_ratio NAME A B KEY: the ratio A/B of KEY within each round (the
+# runs of one round are seconds apart, so a slow spell of the machine falls
+# on both), as "median (min-max)" over the rounds
+round_ratio() {
+  paste -d' ' \
+    <(sed -n "s/.*\b$4=\([-0-9.]*\).*/\1/p" "$out/$1.$2") \
+    <(sed -n "s/.*\b$4=\([-0-9.]*\).*/\1/p" "$out/$1.$3") |
+    awk '$2 > 0 {print $1 / $2}' | sort -g |
+    awk '{v[NR]=$1} END {if (NR==0) print "-"; else printf "%.2f (%.2f-%.2f)",
+         (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2), v[1], v[NR]}'
+}
 
 echo "# moat allocator benchmarks: $reps runs each, medians"
 uname -sr | sed 's/^/# kernel: /'
@@ -134,6 +147,17 @@ if [[ $only == *speed* ]]; then
       else
         printf "%-11s %-9s %8s %8s\n" "$p" "$a" "$w" "$c"
       fi
+    done
+  done
+  echo
+  echo "   CPU time ratios within each round (median, min-max over the $reps rounds)"
+  printf "%-11s %-9s %-20s %-20s\n" pattern allocator cpu/mimal cpu/glibc
+  for p in $pats; do
+    for a in $allocs; do
+      [[ $a == moat* ]] || continue
+      printf "%-11s %-9s %-20s %-20s\n" "$p" "$a" \
+        "$(round_ratio "speed-$p" "$a" mimalloc cpu_secs)" \
+        "$(round_ratio "speed-$p" "$a" glibc cpu_secs)"
     done
   done
 fi
