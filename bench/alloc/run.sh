@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # run.sh - the allocator workloads of docs/alloc.md with glibc's malloc,
 # mimalloc, jemalloc and moat (LD_PRELOAD) in the same run, interleaved so
-# that other load on the machine falls on all of them alike; prints the
+# that other load on the machine falls on all of them alike (in rounds,
+# each starting with the next allocator); prints the
 # median of REPS runs of each and the ratios, and for speed also the median
 # of the ratios within each round (robust to the machine's slow spells).
 #
@@ -56,6 +57,14 @@ run() {
   env LD_PRELOAD="${lib[$a]}" "${extra[@]}" "$@" | sed -n 's/^RESULT //p' >>"$out/$name.$a"
 }
 
+# rotated R: the allocators, starting at the R-th (each round starts with
+# another, so that none always runs right after the same one)
+rotated() {
+  local a=($allocs)
+  local n=${#a[@]} i
+  for ((i = 0; i < n; i++)); do echo "${a[(i + $1) % n]}"; done
+}
+
 # median NAME ALLOC KEY
 median() {
   sed -n "s/.*\\b$3=\\([-0-9.]*\\).*/\\1/p" "$out/$1.$2" | sort -g |
@@ -83,7 +92,7 @@ echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), load average: $(cut -d' ' -f1-3 /proc/
 
 if [[ $only == *ecall* ]]; then
   for r in $(seq "$reps"); do
-    for a in $allocs; do run ecall "$a" "$bin/alloc_ecall" --seconds "$ecall_secs"; done
+    for a in $(rotated "$r"); do run ecall "$a" "$bin/alloc_ecall" --seconds "$ecall_secs"; done
   done
   echo
   echo "== workload 1: the Open Enclave pattern (16 workers + 4 others, a thread per call,"
@@ -105,7 +114,7 @@ fi
 
 if [[ $only == *churn* ]]; then
   for r in $(seq "$reps"); do
-    for a in $allocs; do run churn "$a" "$bin/alloc_churn"; done
+    for a in $(rotated "$r"); do run churn "$a" "$bin/alloc_churn"; done
   done
   echo
   echo "== workload 2: churn (16 MiB kept; A: 5M x 1 KiB; B: 5M random 16 B-64 KiB);"
@@ -124,7 +133,7 @@ if [[ $only == *speed* ]]; then
   pats="single larson prodcons falseshare"
   for r in $(seq "$reps"); do
     for p in $pats; do
-      for a in $allocs; do run "speed-$p" "$a" "$bin/alloc_speed" "$p"; done
+      for a in $(rotated "$r"); do run "speed-$p" "$a" "$bin/alloc_speed" "$p"; done
     done
   done
   echo

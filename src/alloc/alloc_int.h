@@ -449,7 +449,13 @@ struct m_alloc_tcache {
     int slot;
     struct m_alloc_tcache *reg_next, *reg_prev; /* heap's registry (global lock) */
     struct m_alloc_tcache *pool_next;           /* free pool */
-    struct m_alloc_bin bins[M_ALLOC_NCLASSES];
+    union {
+        struct m_alloc_bin bins1[M_ALLOC_NCLASSES + 1]; /* by class + 1 (free's fast path) */
+        struct {
+            struct m_alloc_bin unused;
+            struct m_alloc_bin bins[M_ALLOC_NCLASSES]; /* by class */
+        };
+    };
 };
 
 enum m_alloc_tls_state {
@@ -838,9 +844,10 @@ static inline uintptr_t m_alloc_bin_pop(struct m_alloc_tcache *tc, unsigned c, s
  * stack frame. */
 void *m_alloc_malloc_slow_leave(size_t n, struct moat_heap *h);
 void m_alloc_free_generic_leave(void *p);
-void m_alloc_free_uncached_leave(struct moat_heap *h, unsigned c, uintptr_t blk);
-void m_alloc_tcache_overflow_leave(struct m_alloc_tcache *tc, unsigned c);
-void m_alloc_free_remote_leave(struct m_alloc_tcache *tc, unsigned c, uintptr_t a,
+/* (These take c1 = class + 1, as free's fast path has it.) */
+void m_alloc_free_uncached_leave(struct moat_heap *h, size_t c1, uintptr_t blk);
+void m_alloc_tcache_overflow_leave(struct m_alloc_tcache *tc, size_t c1);
+void m_alloc_free_remote_leave(struct m_alloc_tcache *tc, size_t c1, uintptr_t a,
                                const struct m_alloc_pmap *pm);
 
 /* A free of a block whose slab another cache takes blocks from (see
@@ -964,10 +971,9 @@ static inline void m_alloc_slab_free_leave(const struct m_alloc_arena *ar,
         m_alloc_free_generic_leave((void *)a);
         return;
     }
-    unsigned c = (unsigned)(c1 - 1);
     struct m_alloc_tcache *tc = m_alloc_tls.tc[slot];
     if (M_ALLOC_UNLIKELY(atomic_load_explicit(&tc->heap_id, memory_order_acquire) != ar->heap_id)) {
-        m_alloc_free_uncached_leave(ar->heap, c, a);
+        m_alloc_free_uncached_leave(ar->heap, c1, a);
         return;
     }
     uintptr_t *w = (uintptr_t *)a;
@@ -980,17 +986,17 @@ static inline void m_alloc_slab_free_leave(const struct m_alloc_arena *ar,
      * mixed workload, the combined test is not */
     if (M_ALLOC_UNLIKELY((__atomic_load_n(&pm->owner, __ATOMIC_RELAXED) != tc->tag) &
                          (c1 <= M_ALLOC_REMOTE_MIN_CLASS))) {
-        m_alloc_free_remote_leave(tc, c, a, pm);
+        m_alloc_free_remote_leave(tc, c1, a, pm);
         return;
     }
-    struct m_alloc_bin *b = &tc->bins[c1 - 1];
+    struct m_alloc_bin *b = &tc->bins1[c1];
     w[0] = m_alloc_enc(tc->key, a, b->head);
     w[1] = tag;
     b->head = a;
     int32_t room = b->room - 1;
     M_ALLOC_OWNER_SET(b->room, room);
     if (M_ALLOC_UNLIKELY(room < 0)) {
-        m_alloc_tcache_overflow_leave(tc, c);
+        m_alloc_tcache_overflow_leave(tc, c1);
         return;
     }
     m_alloc_leave();

@@ -487,27 +487,27 @@ void m_alloc_free_generic_leave(void *p)
     m_alloc_leave();
 }
 
-void m_alloc_free_uncached_leave(struct moat_heap *h, unsigned c, uintptr_t blk)
+void m_alloc_free_uncached_leave(struct moat_heap *h, size_t c1, uintptr_t blk)
 {
     m_alloc_slow_enter();
-    m_alloc_free_uncached(h, c, blk);
+    m_alloc_free_uncached(h, (unsigned)(c1 - 1), blk);
     m_alloc_slow_leave();
     m_alloc_leave();
 }
 
-void m_alloc_tcache_overflow_leave(struct m_alloc_tcache *tc, unsigned c)
+void m_alloc_tcache_overflow_leave(struct m_alloc_tcache *tc, size_t c1)
 {
     m_alloc_slow_enter();
-    m_alloc_tcache_overflow(tc, c);
+    m_alloc_tcache_overflow(tc, (unsigned)(c1 - 1));
     m_alloc_slow_leave();
     m_alloc_leave();
 }
 
-void m_alloc_free_remote_leave(struct m_alloc_tcache *tc, unsigned c, uintptr_t a,
+void m_alloc_free_remote_leave(struct m_alloc_tcache *tc, size_t c1, uintptr_t a,
                                const struct m_alloc_pmap *pm)
 {
     m_alloc_slow_enter();
-    m_alloc_free_remote(tc, c, a, pm);
+    m_alloc_free_remote(tc, (unsigned)(c1 - 1), a, pm);
     m_alloc_slow_leave();
     m_alloc_leave();
 }
