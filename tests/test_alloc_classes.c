@@ -144,16 +144,27 @@ static void test_slab_geometry(void **state)
 static void test_link_encoding(void **state)
 {
     (void)state;
-    uintptr_t key[3] = {(uintptr_t)m_alloc_random(), (uintptr_t)m_alloc_random(),
-                        (uintptr_t)m_alloc_random()};
-    uintptr_t blk = 0x7f0000123450, next = 0x7f0000123460;
-    uintptr_t enc = m_alloc_enc(key, blk, next);
-    assert_int_equal(m_alloc_dec(key, blk, enc), next);
-    assert_int_equal(m_alloc_dec(key, blk, m_alloc_enc(key, blk, 0)), 0);
-    /* the encoding depends on the block: copying a link elsewhere breaks it */
-    assert_true(m_alloc_dec(key, blk + 16, enc) != next);
-    /* and is not the plain pointer */
-    assert_true(enc != next);
+    for (int round = 0; round < 64; round++) {
+        uintptr_t key[2] = {(uintptr_t)m_alloc_random(), (uintptr_t)m_alloc_random()};
+        uintptr_t blk = 0x7f0000123450 + ((uintptr_t)round << 20), next = blk + 0x10010;
+        uintptr_t enc = m_alloc_enc(key, blk, next);
+        assert_int_equal(m_alloc_dec(key, blk, enc), next);
+        assert_int_equal(m_alloc_dec(key, blk, m_alloc_enc(key, blk, 0)), 0);
+        /* not the plain pointer */
+        assert_true(enc != next);
+        /* an overflow that rewrites the link's low byte or bytes: the
+         * decoded link's top 23 bits change (far outside any heap) */
+        for (uintptr_t x = 1; x < 0x10000; x++)
+            if ((m_alloc_dec(key, blk, enc ^ x) ^ next) >> 41 == 0)
+                fail_msg("key %lx: low bytes ^ %lx decode near the link", (unsigned long)key[0],
+                         (unsigned long)x);
+        /* a link copied to any other block within 1 MiB decodes far away */
+        for (uintptr_t d = 16; d < ((uintptr_t)1 << 20); d += 16)
+            if ((m_alloc_dec(key, blk + d, enc) ^ next) >> 41 == 0 ||
+                (m_alloc_dec(key, blk - d, enc) ^ next) >> 41 == 0)
+                fail_msg("key %lx: a copy %lu bytes away decodes near the link",
+                         (unsigned long)key[0], (unsigned long)d);
+    }
 }
 
 static int setup(void **state)

@@ -432,7 +432,7 @@ struct m_alloc_tcache {
     /* the heap's id; 0 once the heap is destroyed (written under the global
      * lock by moat_heap_destroy, read by the owner without it) */
     _Atomic uint64_t heap_id;
-    uintptr_t key[3];        /* copies of the heap's keys, next to the bins */
+    uintptr_t key[2];        /* copies of the heap's keys, next to the bins */
     uintptr_t lo, span;      /* a copy of the heap's bounds (they only grow) */
     size_t cap_bytes;        /* bound on the sum of max * block size */
     size_t max_bytes;        /* current sum of max * block size */
@@ -567,8 +567,8 @@ struct moat_heap {
     /* Read-mostly, read by every fast path: keep on one line. */
     uint64_t id;
     int slot;
-    bool builtin; /* the built-in default heap (static storage, never destroyed) */
-    uintptr_t key[3];
+    bool builtin;         /* the built-in default heap (static storage, never destroyed) */
+    uintptr_t key[2];     /* [0] free-list links (m_alloc_enc), [1] free tags (m_alloc_tag) */
     _Atomic uintptr_t lo; /* all arenas lie in [lo, lo + span) */
     _Atomic uintptr_t span;
 
@@ -669,14 +669,26 @@ static inline uintptr_t m_alloc_rotl(uintptr_t x, unsigned r)
     return (x << r) | (x >> (64u - r));
 }
 
+/*
+ * A free block's link to the next: rotl(next, 23) + (blk ^ key[0]).  The
+ * addend depends on a secret and on the block, so a link written by an
+ * overflow, or copied from another block, decodes to garbage; and any
+ * change of the encoded word below 2^23 (an overwrite of its low bytes, a
+ * copy from a block less than 8 MiB away) changes the decoded link's top
+ * 23 bits, which puts it far outside the heap, where the bounds check
+ * catches it (test_alloc_classes checks both).  One key: a second one
+ * xored into `next` (the encoding up to the seventh session) made a reader
+ * of two links, rather than one, needed to recover the key, and cost 6% of
+ * the single-thread loop's time, its decode being on malloc's path.
+ */
 static inline uintptr_t m_alloc_enc(const uintptr_t *key, uintptr_t blk, uintptr_t next)
 {
-    return m_alloc_rotl(next ^ key[0], 23) + (blk ^ key[1]);
+    return m_alloc_rotl(next, 23) + (blk ^ key[0]);
 }
 
 static inline uintptr_t m_alloc_dec(const uintptr_t *key, uintptr_t blk, uintptr_t enc)
 {
-    return m_alloc_rotl(enc - (blk ^ key[1]), 41) ^ key[0];
+    return m_alloc_rotl(enc - (blk ^ key[0]), 41);
 }
 
 /* A decoded link must be NULL or a 16-byte aligned address in the heap. */
@@ -689,7 +701,7 @@ static inline bool m_alloc_link_ok(const struct moat_heap *h, uintptr_t next)
 
 static inline uintptr_t m_alloc_tag(const uintptr_t *key, uintptr_t blk)
 {
-    return blk ^ key[2];
+    return blk ^ key[1];
 }
 
 /* ------------------------------------------------------------------------

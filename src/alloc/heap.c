@@ -88,7 +88,7 @@ static int heap_init(struct moat_heap *h, size_t limit, size_t tcache, size_t re
 {
     struct m_alloc_global *g = &m_alloc_global;
     h->id = atomic_fetch_add_explicit(&g->next_id, 1, memory_order_relaxed);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 2; i++) {
         h->key[i] = (uintptr_t)m_alloc_random();
         if (h->key[i] == 0)
             h->key[i] = 0x5bd1e995u;

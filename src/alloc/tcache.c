@@ -526,7 +526,6 @@ static void tcache_init(struct m_alloc_tcache *tc, struct moat_heap *h)
     atomic_store_explicit(&tc->heap_id, h->id, memory_order_relaxed);
     tc->key[0] = h->key[0];
     tc->key[1] = h->key[1];
-    tc->key[2] = h->key[2];
     tc->lo = atomic_load_explicit(&h->lo, memory_order_acquire);
     tc->span = atomic_load_explicit(&h->span, memory_order_relaxed);
     tc->slot = h->slot;
