@@ -14,7 +14,9 @@
  *               per thread and hands it over; each thread frees it, then
  *               repeatedly allocates a small object, writes it many times
  *               and frees it.  An allocator that gives threads objects on
- *               one cache line makes every write a cache miss
+ *               one cache line makes every write a cache miss; the RESULT
+ *               line also gives how often (in % of samples) two threads
+ *               were writing the same line
  *
  * Usage: alloc_speed PATTERN [--scale F].  Prints one RESULT line with the
  * wall time and the CPU time of all threads.  Plain C and pthreads only: run it with
@@ -233,17 +235,35 @@ static double run_prodcons(void)
 enum { FS_THREADS = 2 };
 static void *fs_given[FS_THREADS];
 static long fs_objects, fs_writes;
+/* the cache line each thread writes now, and how often (sampled every 512
+ * writes) another thread was writing the same line: the false sharing the
+ * allocator caused, which the time alone hardly shows on 2 CPUs */
+static _Atomic uintptr_t fs_line[FS_THREADS];
+static _Atomic long fs_samples, fs_shared;
 
 static void *scratch(void *arg)
 {
     int me = (int)(intptr_t)arg;
+    long samples = 0, shared = 0;
     free(fs_given[me]);
     for (long i = 0; i < fs_objects; i++) {
         volatile char *p = xmalloc(8);
-        for (long w = 0; w < fs_writes; w++)
-            p[w & 7]++;
+        uintptr_t line = (uintptr_t)p >> 6;
+        atomic_store_explicit(&fs_line[me], line, memory_order_relaxed);
+        for (long w0 = 0; w0 < fs_writes; w0 += 512) {
+            samples++;
+            for (int t = 0; t < FS_THREADS; t++)
+                if (t != me && atomic_load_explicit(&fs_line[t], memory_order_relaxed) == line)
+                    shared++;
+            long end = w0 + 512 < fs_writes ? w0 + 512 : fs_writes;
+            for (long w = w0; w < end; w++)
+                p[w & 7]++;
+        }
+        atomic_store_explicit(&fs_line[me], 0, memory_order_relaxed);
         free((void *)p);
     }
+    atomic_fetch_add(&fs_samples, samples);
+    atomic_fetch_add(&fs_shared, shared);
     return NULL;
 }
 
@@ -295,6 +315,10 @@ int main(int argc, char **argv)
                  (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec + ru1.ru_stime.tv_usec -
                           ru0.ru_stime.tv_usec) /
                      1e6;
-    printf("RESULT workload=%s secs=%.4f cpu_secs=%.4f\n", argv[1], secs, cpu);
+    printf("RESULT workload=%s secs=%.4f cpu_secs=%.4f", argv[1], secs, cpu);
+    if (!strcmp(argv[1], "falseshare"))
+        printf(" shared_line_pct=%.4f",
+               100.0 * (double)atomic_load(&fs_shared) / (double)(atomic_load(&fs_samples) + 1));
+    printf("\n");
     return 0;
 }

@@ -158,6 +158,9 @@ if [[ $only == *speed* ]]; then
       fi
     done
   done
+  echo -n "falseshare: samples with two threads writing one cache line (%, median):"
+  for a in $allocs; do echo -n " $a $(median speed-falseshare "$a" shared_line_pct)"; done
+  echo
   echo
   echo "   CPU time ratios within each round (median, min-max over the $reps rounds)"
   printf "%-11s %-9s %-20s %-20s\n" pattern allocator cpu/mimal cpu/glibc
