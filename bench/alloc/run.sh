@@ -158,6 +158,14 @@ if [[ $only == *speed* ]]; then
       fi
     done
   done
+  echo -n "single: fastest 1M-operation segment (ns per free+malloc, median of runs):"
+  for a in $allocs; do echo -n " $a $(median speed-single "$a" best_ns_op)"; done
+  echo
+  for a in $allocs; do
+    [[ $a == moat* ]] || continue
+    echo "   $a / mimalloc: $(ratio "$(median speed-single "$a" best_ns_op)" \
+      "$(median speed-single mimalloc best_ns_op)")"
+  done
   echo -n "falseshare: samples with two threads writing one cache line (%, median):"
   for a in $allocs; do echo -n " $a $(median speed-falseshare "$a" shared_line_pct)"; done
   echo
