@@ -936,12 +936,12 @@ static inline void m_alloc_slab_owner_set(struct m_alloc_pmap *head, unsigned c,
         __atomic_store_n(&head[i].owner, tag, __ATOMIC_RELAXED);
 }
 
-/* Check that a (in page pg of a slab of arena ar) is the start of a block
- * (else moat did not hand it out: an interior or made-up pointer); then
- * push it onto this thread's cache after checking its free tag (else a
- * double free).  The offset of a in its slab is its offset in its page plus
- * the page's offset in the slab; a multiplication by the class's reciprocal
- * divides it by the block size. */
+/* Check that a (in the slab page whose map entry is pm, in arena ar) is the
+ * start of a block (else moat did not hand it out: an interior or made-up
+ * pointer); then push it onto this thread's cache after checking its free
+ * tag (else a double free).  The offset of a in its slab is its offset in
+ * its page plus the page's offset in the slab; one multiplication and one
+ * compare tell a block's start (struct m_alloc_class_check). */
 static inline void m_alloc_slab_free(const struct m_alloc_arena *ar, const struct m_alloc_pmap *pm,
                                      uintptr_t a)
 {
@@ -1016,9 +1016,11 @@ static inline void m_alloc_slab_free_leave(const struct m_alloc_arena *ar,
 
 /*
  * Free.  The arena of a pointer in a normal arena is its 64 MiB chunk; the
- * chunk map only confirms it (a load that does not hold up the others).
- * Everything else - large objects, odd and huge arenas, pointers that are
- * not moat's, NULL (chunk 0 never holds an arena) - takes the generic path.
+ * chunk's byte in m_alloc_chunk_slot confirms it and names the thread's
+ * cache (a load that does not hold up the others).  Everything else -
+ * large objects and free pages (class entry 0), odd and huge arenas,
+ * pointers that are not moat's, NULL (chunk 0 never holds an arena) -
+ * takes the generic path.
  */
 static inline void m_alloc_free_block(void *p)
 {
