@@ -678,7 +678,7 @@ static inline uintptr_t m_alloc_rotl(uintptr_t x, unsigned r)
  * 23 bits, which puts it far outside the heap, where the bounds check
  * catches it (test_alloc_classes checks both).  One key: a second one
  * xored into `next` (the encoding up to the seventh session) made a reader
- * of two links, rather than one, needed to recover the key, and cost 6% of
+ * of two links, rather than one, needed to recover the key, and cost 4-6% of
  * the single-thread loop's time, its decode being on malloc's path.
  */
 static inline uintptr_t m_alloc_enc(const uintptr_t *key, uintptr_t blk, uintptr_t next)
