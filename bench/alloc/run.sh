@@ -65,11 +65,20 @@ rotated() {
   for ((i = 0; i < n; i++)); do echo "${a[(i + $1) % n]}"; done
 }
 
-# median NAME ALLOC KEY
-median() {
-  sed -n "s/.*\\b$3=\\([-0-9.]*\\).*/\\1/p" "$out/$1.$2" | sort -g |
-    awk '{v[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'
+# values KEY FILE: the KEY of every run in FILE, one a line
+values() { sed -n "s/.*\b$1=\([-0-9.]*\).*/\1/p" "$2"; }
+
+# summary [range]: the median of the numbers on stdin ("nan" for none);
+# with "range", followed by " (min-max)"
+summary() {
+  sort -g | awk -v range="${1:-}" '{v[NR]=$1} END {
+    if (NR==0) {print "nan"; exit}
+    m = NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2
+    if (range) printf "%.2f (%.2f-%.2f)\n", m, v[1], v[NR]; else print m}'
 }
+
+# median NAME ALLOC KEY
+median() { values "$3" "$out/$1.$2" | summary; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b+0 == 0) print "-"; else printf "%.2f", a/b}'; }
 
@@ -77,12 +86,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b+0 == 0) print "-"; else printf "
 # runs of one round are seconds apart, so a slow spell of the machine falls
 # on both), as "median (min-max)" over the rounds
 round_ratio() {
-  paste -d' ' \
-    <(sed -n "s/.*\b$4=\([-0-9.]*\).*/\1/p" "$out/$1.$2") \
-    <(sed -n "s/.*\b$4=\([-0-9.]*\).*/\1/p" "$out/$1.$3") |
-    awk '$2 > 0 {print $1 / $2}' | sort -g |
-    awk '{v[NR]=$1} END {if (NR==0) print "-"; else printf "%.2f (%.2f-%.2f)",
-         (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2), v[1], v[NR]}'
+  paste -d' ' <(values "$4" "$out/$1.$2") <(values "$4" "$out/$1.$3") |
+    awk '$2 > 0 {print $1 / $2}' | summary range
 }
 
 echo "# moat allocator benchmarks: $reps runs each, medians"
